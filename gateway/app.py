@@ -1,0 +1,104 @@
+"""create_app(config): the runtime (chain, providers, metrics) and the Starlette routes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from gateway import endpoints
+from gateway.catalog import ModelCatalog
+from gateway.chain import build_chain
+from gateway.chain.auth import AuthStage
+from gateway.config import GatewayConfig, load_config
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.observability import Metrics, configure_logging, get_logger
+from gateway.providers import build_providers
+from gateway.proxy import ProxyEndpoint, access_fields
+
+
+class Gateway:
+    """What every request needs, built once from config."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.catalog = ModelCatalog.from_config(config)
+        self.chain = build_chain(config, self.catalog)
+        self.auth = AuthStage(config.auth.api_keys) if config.auth.api_keys else None
+        self.providers = build_providers(config)
+        self.metrics = Metrics()
+        self.log = get_logger()
+        self._known_models = {m for models in self.catalog.providers.values() for m in models}
+
+    def finish(self, ctx: RequestContext) -> None:
+        """After the last byte: metrics and one access log event."""
+        now = time.perf_counter()
+        provider = ctx.provider or "none"
+        model = ctx.model if ctx.model in self._known_models else "other"
+        m = self.metrics
+        m.requests.labels(ctx.endpoint, provider, model, f"{ctx.status // 100}xx").inc()
+        m.latency.labels(ctx.endpoint, provider).observe(now - ctx.started)
+        if ctx.first_byte_at is not None:
+            m.ttfb.labels(ctx.endpoint, provider).observe(ctx.first_byte_at - ctx.started)
+        if ctx.usage:
+            for kind in ("prompt_tokens", "completion_tokens"):
+                value = ctx.usage.get(kind)
+                if isinstance(value, int) and value > 0:
+                    m.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(value)
+        if self.config.logging.access_log:
+            self.log.info("access", **access_fields(ctx, now))
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+
+def create_app(config: GatewayConfig) -> Starlette:
+    configure_logging(config.logging)
+    gw = Gateway(config)
+    ep = endpoints.Endpoints(gw)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log = gw.log
+        if gw.auth is None:
+            log.warning("auth_disabled", reason="GATEWAY_API_KEYS is empty: any client may call")
+        for name, provider in gw.providers.items():
+            if provider.missing:
+                log.warning("provider_unconfigured", provider=name, reason=provider.missing)
+        log.info("started", providers=list(gw.providers), default_model=config.routing.default_model)
+        try:
+            yield
+        finally:
+            await gw.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", ProxyEndpoint(gw, "chat", "/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", ProxyEndpoint(gw, "completions", "/completions"), methods=["POST"]),
+        Route("/v1/embeddings", ProxyEndpoint(gw, "embeddings", "/embeddings"), methods=["POST"]),
+        Route("/v1/models", ep.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", ep.get_model, methods=["GET"]),
+        Route("/healthz", ep.healthz, methods=["GET"]),
+        Route("/readyz", ep.readyz, methods=["GET"]),
+        Route("/metrics", ep.metrics, methods=["GET"]),
+    ]  # fmt: skip
+    handlers: dict[Any, Any] = {
+        HTTPException: endpoints.http_exception,
+        GatewayError: endpoints.gateway_error,
+        Exception: endpoints.internal_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.gateway = gw
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: the config path comes from $GATEWAY_CONFIG."""
+    return create_app(load_config(os.environ.get("GATEWAY_CONFIG", "config.yaml")))

@@ -1,0 +1,301 @@
+"""YAML config with ${VAR} / ${VAR:-default} interpolation, loaded into frozen dataclasses.
+
+Unknown keys and wrong types are errors, reported with their key path and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SECRET_KEYS = frozenset({"api_key", "api_keys", "redis_url"})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    readiness_cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # Client keys accepted as `Authorization: Bearer <key>`; empty means auth is off.
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    redis_url: str = ""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 120.0
+    write: float = 30.0
+    pool: float = 10.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    type: Literal["openai", "ollama", "mock"]
+    base_url: str = ""
+    api_key: str = ""
+    organization: str = ""
+    models: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    max_connections: int = 256
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    # What "auto" resolves to until the router stage decides per request.
+    default_model: str = "demo"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+
+
+class ConfigError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid config:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset or empty VAR takes the default."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = env.get(m.group(1), "")
+        return value if value or m.group(2) is None else m.group(2)
+
+    return _VAR.sub(sub, text) if "${" in text else text
+
+
+class _Builder:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def fail(self, path: str, node: yaml.Node, message: str) -> None:
+        self.errors.append(f"{path or '<root>'}: {message} (line {node.start_mark.line + 1})")
+
+    def build(self, tp: Any, node: yaml.Node, path: str) -> Any:
+        origin = get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(tp, node, path)
+        if origin is dict:
+            return self.mapping(get_args(tp)[1], node, path)
+        if origin is tuple:
+            return self.sequence(get_args(tp)[0], node, path)
+        if origin in (Union, types.UnionType):
+            return self.build(next(a for a in get_args(tp) if a is not type(None)), node, path)
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(path, node, f"expected a {_type_name(tp)}, got a {_node_kind(node)}")
+            return None
+        return self.scalar(tp, node, path)
+
+    def dataclass(self, cls: Any, node: yaml.Node, path: str) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return cls() if _all_defaulted(cls) else self.fail(path, node, "must not be empty")
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(path, node, f"expected a mapping, got a {_node_kind(node)}")
+            return None
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            sub = f"{path}.{key}" if path else key
+            if key not in names:
+                self.fail(sub, key_node, f"unknown key (allowed: {', '.join(sorted(names))})")
+                continue
+            values[key] = self.build(hints[key], value_node, sub)
+        for f in dataclasses.fields(cls):
+            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if missing and f.name not in values:
+                self.fail(f"{path}.{f.name}" if path else f.name, node, "required key is missing")
+        if any(v is None for v in values.values()):
+            return None
+        try:
+            return cls(**values)
+        except TypeError as exc:  # pragma: no cover - guarded by the checks above
+            self.fail(path, node, str(exc))
+            return None
+
+    def mapping(self, value_tp: Any, node: yaml.Node, path: str) -> dict[str, Any] | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(path, node, f"expected a mapping, got a {_node_kind(node)}")
+            return None
+        out = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            out[key] = self.build(value_tp, value_node, f"{path}.{key}")
+        return out
+
+    def sequence(self, item_tp: Any, node: yaml.Node, path: str) -> tuple[Any, ...] | None:
+        if isinstance(node, yaml.ScalarNode):
+            # A scalar list comes from the environment: "a,b,c" (empty means none).
+            text = interpolate(node.value, self.env)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(path, node, f"expected a list, got a {_node_kind(node)}")
+            return None
+        items = [self.build(item_tp, n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        return tuple(items)
+
+    def scalar(self, tp: Any, node: yaml.ScalarNode, path: str) -> Any:
+        text = interpolate(node.value, self.env)
+        is_null = node.tag.endswith(":null") and node.style is None
+        if get_origin(tp) is Literal:
+            choices = get_args(tp)
+            if text not in choices:
+                self.fail(path, node, f"must be one of {', '.join(choices)}, got {text!r}")
+                return None
+            return text
+        if tp is str:
+            return "" if is_null else text
+        if tp is bool:
+            lowered = text.strip().lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+        elif tp in (int, float):
+            try:
+                return tp(text.strip())
+            except ValueError:
+                pass
+        self.fail(path, node, f"expected {_type_name(tp)}, got {text!r}")
+        return None
+
+
+def _all_defaulted(cls: Any) -> bool:
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(get_args(tp))
+    return {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return f"scalar {node.value!r}"
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"]) from exc
+    if node is None:
+        return GatewayConfig()
+    builder = _Builder(env)
+    config = builder.build(GatewayConfig, node, "")
+    if builder.errors or config is None:
+        raise ConfigError(builder.errors or ["config is empty"])
+    errors = _check(config)
+    if errors:
+        raise ConfigError(errors)
+    return config  # type: ignore[no-any-return]
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file {path}: {exc.strerror}"]) from exc
+    return parse_config(text, env)
+
+
+def _check(config: GatewayConfig) -> list[str]:
+    """Checks that span keys: provider fields by type, positive numbers, model names."""
+    from gateway.catalog import ModelCatalog
+
+    errors = []
+    s = config.server
+    if not 0 < s.port < 65536:
+        errors.append(f"server.port: must be between 1 and 65535, got {s.port}")
+    if s.workers < 1:
+        errors.append(f"server.workers: must be at least 1, got {s.workers}")
+    if s.max_body_bytes < 1024:
+        errors.append(f"server.max_body_bytes: must be at least 1024, got {s.max_body_bytes}")
+    for name, p in config.providers.items():
+        where = f"providers.{name}"
+        if ":" in name:
+            errors.append(f"{where}: provider names cannot contain ':'")
+        if p.type != "mock" and not re.match(r"^https?://[^/\s]+", p.base_url):
+            errors.append(f"{where}.base_url: must be an http(s) URL, got {p.base_url!r}")
+        if p.max_connections < 1:
+            errors.append(f"{where}.max_connections: must be at least 1")
+        for key, value in dataclasses.asdict(p.timeouts).items():
+            if value <= 0:
+                errors.append(f"{where}.timeouts.{key}: must be positive, got {value}")
+    errors.extend(ModelCatalog.from_config(config).problems())
+    return errors
+
+
+def redacted(config: GatewayConfig) -> dict[str, Any]:
+    """The resolved config as plain data, with secrets masked."""
+
+    def mask(key: str, value: Any) -> Any:
+        if key in SECRET_KEYS and value:
+            if isinstance(value, (list, tuple)):
+                return [_mask(v) for v in value]
+            return _mask(str(value))
+        if isinstance(value, dict):
+            return {k: mask(k, v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [mask("", v) for v in value]
+        return value
+
+    return mask("", dataclasses.asdict(config))  # type: ignore[no-any-return]
+
+
+def _mask(secret: str) -> str:
+    match = re.match(r"^(\w+://)([^@]*@)?(.*)$", secret)
+    if match:  # a URL: keep scheme and host, hide credentials
+        return match.group(1) + ("***@" if match.group(2) else "") + match.group(3)
+    return secret[:3] + "***" if len(secret) > 8 else "***"

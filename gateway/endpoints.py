@@ -1,0 +1,104 @@
+"""The small endpoints: model listing, health, readiness, metrics, and error pages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, NotFound
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def error_response(exc: GatewayError) -> Response:
+    return json_response(exc.to_dict(), exc.status, exc.headers)
+
+
+def _model(model_id: str, owner: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+
+
+class Endpoints:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self._readiness: tuple[float, dict[str, Any]] | None = None
+        self._readiness_lock = asyncio.Lock()
+
+    async def _authenticate(self, request: Request) -> None:
+        if self.gw.auth is not None:
+            self.gw.auth.principal(request.headers.get("authorization", "").encode() or None)
+
+    async def list_models(self, request: Request) -> Response:
+        await self._authenticate(request)
+        data = [_model(model_id, owner) for model_id, owner in self.gw.catalog.listing()]
+        return json_response({"object": "list", "data": data})
+
+    async def get_model(self, request: Request) -> Response:
+        await self._authenticate(request)
+        model_id = request.path_params["model_id"]
+        target = self.gw.catalog.resolve(model_id)
+        if target is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+        return json_response(_model(model_id, target.provider))
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        report = await self.readiness()
+        return json_response(report, 200 if report["status"] == "ready" else 503)
+
+    async def readiness(self) -> dict[str, Any]:
+        ttl = self.gw.config.server.readiness_cache_seconds
+        async with self._readiness_lock:  # one probe round at a time, shared by all callers
+            cached = self._readiness
+            if cached and time.monotonic() - cached[0] < ttl:
+                return cached[1]
+            names = list(self.gw.providers)
+            results = await asyncio.gather(*(self.gw.providers[n].probe() for n in names))
+            providers = dict(zip(names, results, strict=True))
+            report: dict[str, Any] = {
+                "status": "ready" if any(r["ok"] for r in results) else "unavailable",
+                "providers": providers,
+            }
+            self._readiness = (time.monotonic(), report)
+            return report
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        path = request.url.path
+        return error_response(NotFound(f"Unknown path {path!r}: see GET /v1/models."))
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = MethodNotAllowed(
+            f"Method {request.method} is not allowed on {request.url.path}; use {allowed}.",
+            headers={"allow": allowed} if allowed else None,
+        )
+        return error_response(error)
+    return error_response(GatewayError(str(exc.detail), status=exc.status_code, code=None))
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(GatewayError("The gateway hit an internal error; see its logs."))

@@ -1,0 +1,111 @@
+"""The GatewayError family: every failure the gateway answers, in OpenAI's envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "unprocessable_entity_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    if status in _TYPE_BY_STATUS:
+        return _TYPE_BY_STATUS[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def envelope(
+    message: str, *, type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class GatewayError(Exception):
+    """An error answered to the client as `{"error": {...}}` with `status`."""
+
+    status = 500
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.type = type or error_type_for(self.status)
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return envelope(self.message, type=self.type, code=self.code, param=self.param)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not be reached or failed before answering."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class ProviderUnavailable(GatewayError):
+    status = 503
+    code = "provider_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "upstream_timeout"

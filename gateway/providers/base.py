@@ -1,0 +1,153 @@
+"""Provider: one upstream (OpenAI, Ollama, or the built-in demo) behind one httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from typing import Any
+
+import httpx
+
+from gateway.config import ProviderConfig
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, ProviderUnavailable, UpstreamError, UpstreamTimeout
+
+# Client headers never sent upstream: credentials, hop-by-hop, and what the gateway sets.
+_DROP_HEADERS = frozenset(
+    {
+        b"authorization", b"api-key", b"cookie", b"proxy-authorization", b"host",
+        b"content-length", b"content-type", b"accept-encoding", b"connection", b"keep-alive",
+        b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"expect",
+        b"x-request-id", b"openai-organization",
+    }
+)  # fmt: skip
+
+
+def _transport(cfg: ProviderConfig, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    if cfg.type == "mock":
+        from gateway.providers.demo import DemoTransport
+
+        return DemoTransport()
+    if cfg.transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return AiohttpTransport(limits=limits)
+    return httpx.AsyncHTTPTransport(limits=limits)
+
+
+def api_base(cfg: ProviderConfig) -> str:
+    """The URL the OpenAI-style paths hang off: Ollama's is `<host>/v1`."""
+    if cfg.type == "mock":
+        return "http://demo.invalid/v1"
+    base = cfg.base_url.rstrip("/")
+    if cfg.type == "ollama" and not base.endswith("/v1"):
+        base += "/v1"
+    return base
+
+
+class Provider:
+    def __init__(self, name: str, cfg: ProviderConfig) -> None:
+        self.name = name
+        self.type = cfg.type
+        self.base_url = api_base(cfg)
+        self.display_url = self.base_url if cfg.type != "mock" else "built-in"
+        self.missing = (
+            f"provider {name!r} has no api_key (set OPENAI_API_KEY) for {self.base_url}"
+            if cfg.type == "openai" and not cfg.api_key
+            else None
+        )
+        headers: dict[str, str] = {"content-type": "application/json"}
+        headers["accept-encoding"] = "identity"  # bytes pass through to the client unchanged
+        if cfg.api_key:
+            headers["authorization"] = f"Bearer {cfg.api_key}"
+        if cfg.organization:
+            headers["openai-organization"] = cfg.organization
+        headers.update({k.lower(): v for k, v in cfg.headers.items()})
+        self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        t = cfg.timeouts
+        limits = httpx.Limits(
+            max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
+        )
+        self.client = httpx.AsyncClient(
+            transport=_transport(cfg, limits),
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+        )
+
+    def _request_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        out = [(k, v) for k, v in ctx.headers if k not in _DROP_HEADERS]
+        out.extend(self._headers)
+        out.append((b"x-request-id", ctx.request_id.encode()))
+        return out
+
+    async def send(self, ctx: RequestContext, body: bytes) -> httpx.Response:
+        """POST the body to `<base_url><ctx.upstream_path>`; the response body is not read yet."""
+        if self.missing:
+            raise ProviderUnavailable(self.missing)
+        request = self.client.build_request(
+            "POST",
+            self.base_url + ctx.upstream_path,
+            content=body,
+            headers=self._request_headers(ctx),
+        )
+        try:
+            return await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.failure(exc) from None
+
+    def failure(self, exc: BaseException) -> GatewayError:
+        """Turn a transport exception into the error the client sees."""
+        kind = classify(exc)
+        where = f"provider {self.name!r} at {self.base_url}"
+        if kind == "refused":
+            return ProviderUnavailable(f"{where} is not reachable (connection refused).")
+        if kind == "timeout":
+            return UpstreamTimeout(f"{where} timed out: {type(exc).__name__}.")
+        detail = str(exc) or type(exc).__name__
+        return UpstreamError(f"{where} failed: {detail}.")
+
+    async def probe(self, timeout: float = 2.0) -> dict[str, Any]:
+        """Readiness: can the provider answer GET /models?"""
+        result: dict[str, Any] = {"type": self.type, "base_url": self.display_url}
+        if self.missing:
+            return result | {"ok": False, "error": self.missing}
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(self.client.get(self.base_url + "/models"), timeout)
+            ok = response.status_code < 500
+            error = None if ok else f"HTTP {response.status_code}"
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            ok, error = False, self.failure(exc).message
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result | {"ok": ok, "error": error}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def classify(exc: BaseException) -> str:
+    """'refused' (nothing listening), 'timeout', or 'error', looking through causes.
+
+    httpx-aiohttp maps some aiohttp errors to misleading httpx classes, so the aiohttp
+    exception underneath is asked first.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError) or (
+            isinstance(e, OSError) and e.errno == errno.ECONNREFUSED
+        ):
+            return "refused"
+    for e in chain:
+        module = type(e).__module__
+        if module.startswith("aiohttp"):
+            name = type(e).__name__
+            if "Timeout" in name:
+                return "timeout"
+            return "error"
+    if any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in chain):
+        return "timeout"
+    return "error"

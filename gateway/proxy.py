@@ -1,0 +1,208 @@
+"""ProxyEndpoint: the chain, then the upstream's bytes relayed to the client as they arrive."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from gateway.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_id,
+    send_response,
+    until_disconnect,
+)
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.wire import StreamTap, sse_error_event, upstream_error_body, usage_from_json
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.providers import Provider
+
+_MAX_ERROR_BODY = 1 << 20
+# Upstream response headers worth passing on; everything else is the gateway's business.
+_PASS_HEADERS = frozenset({"openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
+
+
+def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", content_type), (b"x-request-id", ctx.request_id.encode())]
+    if ctx.provider:
+        headers.append((b"x-gateway-provider", ctx.provider.encode()))
+        headers.append((b"x-gateway-model", ctx.model.encode()))
+    return headers
+
+
+async def send_error(send: Send, ctx: RequestContext, exc: GatewayError) -> None:
+    ctx.status = exc.status
+    ctx.error_code = exc.code
+    headers = gateway_headers(ctx, b"application/json")
+    headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
+    await send_response(send, exc.status, exc.to_bytes(), headers)
+
+
+class ProxyEndpoint:
+    """One OpenAI POST endpoint (chat, completions, embeddings) as a pure ASGI app."""
+
+    def __init__(self, gateway: Gateway, endpoint: str, upstream_path: str) -> None:
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.upstream_path = upstream_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gateway
+        headers = scope["headers"]
+        ctx = RequestContext(
+            request_id(headers), self.endpoint, self.upstream_path, headers, time.perf_counter()
+        )
+        gw.metrics.in_flight.inc()
+        try:
+            ctx.raw_body = await read_body(scope, receive, gw.config.server.max_body_bytes)
+            for stage in gw.chain:
+                await stage(ctx)
+            provider = gw.providers[ctx.provider]
+            if await until_disconnect(receive, self.forward(ctx, provider, send)):
+                ctx.status = 499  # client closed the request
+        except GatewayError as exc:
+            await send_error(send, ctx, exc)
+        except ClientDisconnected:
+            ctx.status = 499
+        finally:
+            gw.metrics.in_flight.dec()
+            gw.finish(ctx)
+
+    async def forward(self, ctx: RequestContext, provider: Provider, send: Send) -> None:
+        upstream = await self._send_upstream(ctx, provider)
+        try:
+            if upstream.status_code >= 400:
+                await self._relay_error(ctx, provider, upstream, send)
+            elif ctx.stream and upstream.headers.get("content-type", "").startswith(
+                "text/event-stream"
+            ):
+                await self._relay_stream(ctx, provider, upstream, send)
+            else:
+                await self._relay_body(ctx, provider, upstream, send)
+        finally:
+            await upstream.aclose()
+
+    async def _send_upstream(self, ctx: RequestContext, provider: Provider) -> httpx.Response:
+        try:
+            return await provider.send(ctx, ctx.upstream_body())
+        except GatewayError as exc:
+            self.gateway.metrics.upstream_errors.labels(provider.name, exc.code or "error").inc()
+            raise
+
+    def _response_headers(
+        self, ctx: RequestContext, upstream: httpx.Response, default_type: bytes
+    ) -> list[tuple[bytes, bytes]]:
+        content_type = upstream.headers.get("content-type")
+        headers = gateway_headers(ctx, content_type.encode() if content_type else default_type)
+        for key, value in upstream.headers.raw:
+            name = key.lower()
+            if name.decode("latin-1") in _PASS_HEADERS:
+                headers.append((name, value))
+        return headers
+
+    async def _relay_body(
+        self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
+    ) -> None:
+        try:
+            body = await upstream.aread()
+        except httpx.HTTPError as exc:
+            raise self._upstream_failed(provider, exc) from None
+        headers = self._response_headers(ctx, upstream, b"application/json")
+        ctx.status = upstream.status_code
+        ctx.first_byte_at = time.perf_counter()
+        await send_response(send, upstream.status_code, body, headers)
+        ctx.usage = usage_from_json(body)
+
+    async def _relay_error(
+        self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
+    ) -> None:
+        raw = b""
+        try:
+            async for chunk in upstream.aiter_raw():
+                raw += chunk
+                if len(raw) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass  # the status is what matters; keep what arrived
+        status = upstream.status_code
+        error = upstream_error_body(status, raw, provider.name)
+        if status in (401, 403):
+            # The upstream refused the gateway's own credentials: not the client's fault.
+            error["error"]["message"] = (
+                f"Provider {provider.name!r} at {provider.base_url} rejected the gateway's "
+                f"credentials (HTTP {status}): {error['error']['message']}"
+            )
+            error["error"]["type"], error["error"]["code"] = "server_error", "upstream_auth_failed"
+            status = 502
+        self.gateway.metrics.upstream_errors.labels(provider.name, f"http_{status // 100}xx").inc()
+        ctx.status = status
+        ctx.error_code = error["error"]["code"] or "upstream_error"
+        headers = self._response_headers(ctx, upstream, b"application/json")
+        headers[0] = (b"content-type", b"application/json")
+        await send_response(send, status, orjson.dumps(error), headers)
+
+    async def _relay_stream(
+        self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
+    ) -> None:
+        headers = self._response_headers(ctx, upstream, b"text/event-stream")
+        headers.append((b"cache-control", b"no-cache"))
+        headers.append((b"x-accel-buffering", b"no"))
+        ctx.status = upstream.status_code
+        await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
+        tap = StreamTap()
+        failure: GatewayError | None = None
+        try:
+            async for chunk in upstream.aiter_raw():
+                if ctx.first_byte_at is None:
+                    ctx.first_byte_at = time.perf_counter()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tap.feed(chunk)
+        except httpx.HTTPError as exc:
+            failure = self._upstream_failed(provider, exc)
+        if failure is None and not tap.ended_cleanly:
+            failure = GatewayError(
+                f"Provider {provider.name!r} ended the stream without [DONE].",
+                status=502,
+                code="upstream_stream_incomplete",
+            )
+        tail = b""
+        if failure is not None:
+            # Never a silent cut that looks complete: end with an error event.
+            ctx.error_code = failure.code
+            tail = (b"\n\n" if tap.ends_mid_event else b"") + sse_error_event(failure.to_dict())
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        ctx.usage = tap.usage
+
+    def _upstream_failed(self, provider: Provider, exc: BaseException) -> GatewayError:
+        error = provider.failure(exc)
+        self.gateway.metrics.upstream_errors.labels(provider.name, error.code or "error").inc()
+        return error
+
+
+def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
+    usage = ctx.usage or {}
+    ttfb = ctx.first_byte_at
+    return {
+        "request_id": ctx.request_id,
+        "key": ctx.principal,
+        "endpoint": ctx.endpoint,
+        "provider": ctx.provider or None,
+        "model": ctx.model or None,
+        "requested_model": ctx.requested_model or None,
+        "stream": ctx.stream,
+        "status": ctx.status,
+        "error": ctx.error_code,
+        "latency_ms": round((now - ctx.started) * 1000, 2),
+        "ttfb_ms": round((ttfb - ctx.started) * 1000, 2) if ttfb else None,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+    }

@@ -1,0 +1,200 @@
+"""OpenAI wire format: request checks, SSE framing, usage, error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidRequest, envelope, error_type_for
+
+GATEWAY_FIELDS = ("routing_preferences",)
+_PREFERENCE_CHOICES = {
+    "privacy_level": ("standard", "high", "max"),
+    "latency_preference": ("speed", "balanced", "quality"),
+}
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("Request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "UTF-8" in str(exc):
+            raise InvalidRequest(
+                "Request body is not valid UTF-8.", code="invalid_encoding"
+            ) from None
+        raise InvalidRequest(
+            f"Request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _need(body: dict[str, Any], param: str, kinds: tuple[type, ...], what: str) -> Any:
+    if param not in body or body[param] is None:
+        raise InvalidRequest(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    value = body[param]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise InvalidRequest(
+            f"Invalid type for '{param}': expected {what}, got {_json_type(value)}.",
+            param=param,
+            code="invalid_type",
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "an array", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_request(endpoint: str, body: dict[str, Any]) -> None:
+    """The checks a gateway must make itself: the fields it reads to route the request."""
+    model = _need(body, "model", (str,), "a string")
+    if not model:
+        raise InvalidRequest("'model' must not be empty.", param="model", code="invalid_value")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest(
+            f"Invalid type for 'stream': expected a boolean, got {_json_type(stream)}.",
+            param="stream",
+            code="invalid_type",
+        )
+    if endpoint == "chat":
+        messages = _need(body, "messages", (list,), "an array of message objects")
+        if not messages:
+            raise InvalidRequest(
+                "'messages' must contain at least one message.",
+                param="messages",
+                code="invalid_value",
+            )
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise InvalidRequest(
+                    f"Invalid message at messages[{i}]: expected an object with a string 'role'.",
+                    param=f"messages[{i}]",
+                    code="invalid_type",
+                )
+    elif endpoint == "completions":
+        _need(body, "prompt", (str, list), "a string or an array")
+    elif endpoint == "embeddings":
+        _need(body, "input", (str, list), "a string or an array")
+
+
+def pop_routing_preferences(body: dict[str, Any], providers: Any) -> dict[str, Any] | None:
+    """Remove and check the gateway-only `routing_preferences` field."""
+    prefs = body.pop("routing_preferences", None)
+    if prefs is None:
+        return None
+    param = "routing_preferences"
+    if not isinstance(prefs, dict):
+        raise InvalidRequest(
+            f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type"
+        )
+    allowed = ("force_provider", *_PREFERENCE_CHOICES)
+    for key, value in prefs.items():
+        if key not in allowed:
+            raise InvalidRequest(
+                f"Unknown field '{param}.{key}'; allowed: {', '.join(allowed)}.",
+                param=f"{param}.{key}",
+                code="invalid_value",
+            )
+        if value is None:
+            continue
+        choices = _PREFERENCE_CHOICES.get(key) or tuple(providers)
+        if value not in choices:
+            raise InvalidRequest(
+                f"Invalid value for '{param}.{key}': {value!r}; expected one of "
+                f"{', '.join(map(repr, choices))} or null.",
+                param=f"{param}.{key}",
+                code="invalid_value",
+            )
+    return prefs
+
+
+def sse_error_event(error: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+def usage_from_json(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+class StreamTap:
+    """Watches SSE bytes as they pass, for the usage event and the final [DONE].
+
+    It never holds bytes back: the caller forwards each chunk first, then feeds it here.
+    """
+
+    __slots__ = ("_pending", "_tail", "usage")
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] | None = None
+        self._pending = b""
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._tail = (self._tail + chunk)[-64:]
+        if self._pending or b'"usage":{' in chunk or b'"usage": {' in chunk:
+            data = self._pending + chunk
+            events = data.split(b"\n\n")
+            self._pending = events.pop()
+            if len(self._pending) > 1 << 20:  # never keep a runaway event
+                self._pending = b""
+            for event in events:
+                if b'"usage"' in event:
+                    for line in event.split(b"\n"):
+                        if line.startswith(b"data:"):
+                            usage = usage_from_json(line[5:].strip())
+                            if usage:
+                                self.usage = usage
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """True if the stream's last event was `data: [DONE]`."""
+        return self._tail.rstrip().endswith(b"[DONE]")
+
+    @property
+    def ends_mid_event(self) -> bool:
+        return bool(self._tail) and not self._tail.endswith(b"\n\n")
+
+
+def upstream_error_body(status: int, raw: bytes, provider: str) -> dict[str, Any]:
+    """Any upstream error body (OpenAI's, Ollama's, llama.cpp's, plain text) in OpenAI's envelope."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    default_type = error_type_for(status)
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            code = err.get("code")
+            return envelope(
+                str(err["message"]),
+                type=str(err.get("type") or default_type),
+                code=None if code is None else str(code),
+                param=err.get("param") if isinstance(err.get("param"), str) else None,
+            )
+        if isinstance(err, str) and err:
+            return envelope(err, type=default_type, code=None)
+        detail = data.get("detail") or data.get("message")
+        if detail:
+            message = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+            return envelope(message, type=default_type, code=None)
+    text = raw.decode("utf-8", "replace").strip()[:500]
+    message = text or f"Provider {provider} answered HTTP {status} with an empty body."
+    return envelope(message, type=default_type, code=None)
