@@ -11,8 +11,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from gateway import endpoints
+from gateway.asgi import RequestIdMiddleware
 from gateway.catalog import ModelCatalog
 from gateway.chain import build_chain
 from gateway.chain.auth import AuthStage
@@ -60,7 +62,7 @@ class Gateway:
             await provider.aclose()
 
 
-def create_app(config: GatewayConfig) -> Starlette:
+def create_app(config: GatewayConfig) -> ASGIApp:
     configure_logging(config.logging)
     gw = Gateway(config)
     ep = endpoints.Endpoints(gw)
@@ -73,16 +75,19 @@ def create_app(config: GatewayConfig) -> Starlette:
         for name, provider in gw.providers.items():
             if provider.missing:
                 log.warning("provider_unconfigured", provider=name, reason=provider.missing)
-        log.info("started", providers=list(gw.providers), default_model=config.routing.default_model)
+        log.info(
+            "started", providers=list(gw.providers), default_model=config.routing.default_model
+        )
         try:
             yield
         finally:
             await gw.aclose()
 
+    post = ["POST"]
     routes = [
-        Route("/v1/chat/completions", ProxyEndpoint(gw, "chat", "/chat/completions"), methods=["POST"]),
-        Route("/v1/completions", ProxyEndpoint(gw, "completions", "/completions"), methods=["POST"]),
-        Route("/v1/embeddings", ProxyEndpoint(gw, "embeddings", "/embeddings"), methods=["POST"]),
+        Route("/v1/chat/completions", ProxyEndpoint(gw, "chat", "/chat/completions"), methods=post),
+        Route("/v1/completions", ProxyEndpoint(gw, "completions", "/completions"), methods=post),
+        Route("/v1/embeddings", ProxyEndpoint(gw, "embeddings", "/embeddings"), methods=post),
         Route("/v1/models", ep.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", ep.get_model, methods=["GET"]),
         Route("/healthz", ep.healthz, methods=["GET"]),
@@ -96,9 +101,9 @@ def create_app(config: GatewayConfig) -> Starlette:
     }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.gateway = gw
-    return app
+    return RequestIdMiddleware(app)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """uvicorn factory for worker processes: the config path comes from $GATEWAY_CONFIG."""
     return create_app(load_config(os.environ.get("GATEWAY_CONFIG", "config.yaml")))

@@ -87,3 +87,28 @@ async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, None]) ->
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return True
+
+
+class RequestIdMiddleware:
+    """Gives every response an x-request-id: the client's if sane, else a new one.
+
+    The id is left in scope["request_id"] for the endpoints and the access log.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        scope["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -105,11 +105,13 @@ class _Builder:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.errors: list[str] = []
+        self.lines: dict[str, int] = {}
 
     def fail(self, path: str, node: yaml.Node, message: str) -> None:
         self.errors.append(f"{path or '<root>'}: {message} (line {node.start_mark.line + 1})")
 
     def build(self, tp: Any, node: yaml.Node, path: str) -> Any:
+        self.lines[path] = node.start_mark.line + 1
         origin = get_origin(tp)
         if dataclasses.is_dataclass(tp):
             return self.dataclass(tp, node, path)
@@ -120,7 +122,7 @@ class _Builder:
         if origin in (Union, types.UnionType):
             return self.build(next(a for a in get_args(tp) if a is not type(None)), node, path)
         if not isinstance(node, yaml.ScalarNode):
-            self.fail(path, node, f"expected a {_type_name(tp)}, got a {_node_kind(node)}")
+            self.fail(path, node, f"expected {_type_name(tp)}, got a {_node_kind(node)}")
             return None
         return self.scalar(tp, node, path)
 
@@ -139,13 +141,18 @@ class _Builder:
             if key not in names:
                 self.fail(sub, key_node, f"unknown key (allowed: {', '.join(sorted(names))})")
                 continue
-            values[key] = self.build(hints[key], value_node, sub)
-        for f in dataclasses.fields(cls):
-            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if missing and f.name not in values:
-                self.fail(f"{path}.{f.name}" if path else f.name, node, "required key is missing")
-        if any(v is None for v in values.values()):
-            return None
+            value = self.build(hints[key], value_node, sub)
+            if value is not None:  # a bad value is reported; its default stands in
+                values[key] = value
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        for name in required:
+            if name not in values:
+                self.fail(f"{path}.{name}" if path else name, node, "required key is missing")
+                return None
         try:
             return cls(**values)
         except TypeError as exc:  # pragma: no cover - guarded by the checks above
@@ -161,7 +168,9 @@ class _Builder:
         out = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            out[key] = self.build(value_tp, value_node, f"{path}.{key}")
+            value = self.build(value_tp, value_node, f"{path}.{key}")
+            if value is not None:
+                out[key] = value
         return out
 
     def sequence(self, item_tp: Any, node: yaml.Node, path: str) -> tuple[Any, ...] | None:
@@ -234,11 +243,13 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> GatewayConf
         return GatewayConfig()
     builder = _Builder(env)
     config = builder.build(GatewayConfig, node, "")
-    if builder.errors or config is None:
-        raise ConfigError(builder.errors or ["config is empty"])
-    errors = _check(config)
-    if errors:
-        raise ConfigError(errors)
+    errors = builder.errors
+    if config is not None:
+        # Model names are only checked on a sound config: a dropped provider would
+        # make every name that points at it look wrong too.
+        errors = errors + _check(config, builder.lines, models=not errors)
+    if errors or config is None:
+        raise ConfigError(errors or ["config is empty"])
     return config  # type: ignore[no-any-return]
 
 
@@ -250,11 +261,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
     return parse_config(text, env)
 
 
-def _check(config: GatewayConfig) -> list[str]:
+def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> list[str]:
     """Checks that span keys: provider fields by type, positive numbers, model names."""
     from gateway.catalog import ModelCatalog
 
-    errors = []
+    errors: list[str] = []
     s = config.server
     if not 0 < s.port < 65536:
         errors.append(f"server.port: must be between 1 and 65535, got {s.port}")
@@ -273,8 +284,16 @@ def _check(config: GatewayConfig) -> list[str]:
         for key, value in dataclasses.asdict(p.timeouts).items():
             if value <= 0:
                 errors.append(f"{where}.timeouts.{key}: must be positive, got {value}")
-    errors.extend(ModelCatalog.from_config(config).problems())
-    return errors
+    if models:
+        errors.extend(ModelCatalog.from_config(config).problems())
+    return [_with_line(e, lines) for e in errors]
+
+
+def _with_line(error: str, lines: dict[str, int]) -> str:
+    path = error.split(":", 1)[0]
+    while path and path not in lines:
+        path = path.rpartition(".")[0]
+    return f"{error} (line {lines[path]})" if path else error
 
 
 def redacted(config: GatewayConfig) -> dict[str, Any]:

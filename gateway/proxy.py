@@ -14,7 +14,6 @@ from gateway.asgi import (
     Scope,
     Send,
     read_body,
-    request_id,
     send_response,
     until_disconnect,
 )
@@ -28,11 +27,13 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 1 << 20
 # Upstream response headers worth passing on; everything else is the gateway's business.
-_PASS_HEADERS = frozenset({"openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
+_PASS_HEADERS = frozenset(
+    {"openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"}
+)
 
 
 def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[bytes, bytes]]:
-    headers = [(b"content-type", content_type), (b"x-request-id", ctx.request_id.encode())]
+    headers = [(b"content-type", content_type)]
     if ctx.provider:
         headers.append((b"x-gateway-provider", ctx.provider.encode()))
         headers.append((b"x-gateway-model", ctx.model.encode()))
@@ -59,7 +60,7 @@ class ProxyEndpoint:
         gw = self.gateway
         headers = scope["headers"]
         ctx = RequestContext(
-            request_id(headers), self.endpoint, self.upstream_path, headers, time.perf_counter()
+            scope["request_id"], self.endpoint, self.upstream_path, headers, time.perf_counter()
         )
         gw.metrics.in_flight.inc()
         try:

@@ -173,7 +173,7 @@ class StreamTap:
 
 
 def upstream_error_body(status: int, raw: bytes, provider: str) -> dict[str, Any]:
-    """Any upstream error body (OpenAI's, Ollama's, llama.cpp's, plain text) in OpenAI's envelope."""
+    """Any upstream error body (OpenAI, Ollama, llama.cpp, plain text) in OpenAI's envelope."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:

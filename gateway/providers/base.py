@@ -75,7 +75,11 @@ class Provider:
         )
 
     def _request_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
-        out = [(k, v) for k, v in ctx.headers if k not in _DROP_HEADERS]
+        drop = _DROP_HEADERS
+        connection = ctx.header(b"connection")
+        if connection:  # headers the client marked hop-by-hop
+            drop = drop | {t.strip().lower() for t in connection.split(b",")}
+        out = [(k, v) for k, v in ctx.headers if k not in drop]
         out.extend(self._headers)
         out.append((b"x-request-id", ctx.request_id.encode()))
         return out

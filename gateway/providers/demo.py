@@ -35,9 +35,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                content = " ".join(
-                    p.get("text", "") for p in content if isinstance(p, dict)
-                )
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
             return str(content or "")
     prompt = body.get("prompt")
     return prompt if isinstance(prompt, str) else ""

@@ -1,0 +1,167 @@
+"""Real processes on loopback: the fake cloud upstream, gateways, the local LLM server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.procs import Process, free_port, start, wait_ready
+from tests import llm_server
+
+REPO = Path(__file__).resolve().parent.parent
+# In CI a missing dependency must fail the run instead of quietly skipping tests.
+STRICT = os.environ.get("GATEWAY_TEST_STRICT") == "1"
+CLIENT_KEY = "test-key-1"
+UPSTREAM_KEY = "sk-upstream-secret"
+
+
+def require(reason: str | None) -> None:
+    """Skip (or, under GATEWAY_TEST_STRICT=1, fail) when `reason` says something is missing."""
+    if reason:
+        if STRICT:
+            pytest.fail(f"{reason} (GATEWAY_TEST_STRICT=1 forbids skipping)")
+        pytest.skip(reason)
+
+
+@dataclass
+class FakeUpstream:
+    process: Process
+    url: str  # root, e.g. http://127.0.0.1:1234
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return httpx.get(self.url + "/_fake/requests").json()  # type: ignore[no-any-return]
+
+    def last_request(self) -> dict[str, Any]:
+        return self.requests()[-1]
+
+    def clear(self) -> None:
+        httpx.delete(self.url + "/_fake/requests")
+
+    def stats(self) -> dict[str, int]:
+        return httpx.get(self.url + "/_fake/stats").json()  # type: ignore[no-any-return]
+
+
+@dataclass
+class GatewayProcess:
+    process: Process
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def log(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
+
+
+def run_process(
+    name: str,
+    cmd: list[str],
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/healthz",
+    timeout: float = 30.0,
+) -> tuple[Process, str]:
+    port = free_port()
+    proc = start(name, [*cmd, "--port", str(port)], tmp / f"{name}-{port}.log", env, REPO)
+    try:
+        wait_ready(proc, "127.0.0.1", port, "GET", ready_path, None, {}, timeout)
+    except Exception:
+        proc.stop()
+        raise
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_gateway(config: str, tmp: Path, env: dict[str, str] | None = None) -> GatewayProcess:
+    path = tmp / f"gateway-{free_port()}.yaml"
+    path.write_text(textwrap.dedent(config))
+    clean = {"GATEWAY_API_KEYS": "", "OPENAI_API_KEY": "", "REDIS_URL": "", "GATEWAY_PORT": ""}
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
+    proc, url = run_process("gateway", cmd, tmp, clean | (env or {}))
+    return GatewayProcess(proc, url)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("procs")
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(workdir: Path) -> Iterator[FakeUpstream]:
+    cmd = [sys.executable, "-m", "tests.fake_upstream", "--require-key", UPSTREAM_KEY]
+    proc, url = run_process("fake-upstream", cmd, workdir, ready_path="/health")
+    yield FakeUpstream(proc, url)
+    proc.stop()
+
+
+def gateway_config(upstream: FakeUpstream, extra: str = "") -> str:
+    dead_port = free_port()  # nothing listens there
+    return f"""
+    server: {{max_body_bytes: 65536}}
+    auth: {{api_keys: "{CLIENT_KEY},test-key-2"}}
+    logging: {{level: info, format: json}}
+    providers:
+      openai:
+        type: openai
+        base_url: {upstream.base_url}
+        api_key: {UPSTREAM_KEY}
+        models: [gpt-4o-mini, text-embedding-3-small]
+        timeouts: {{connect: 2, read: 3, write: 5, pool: 5}}
+      ollama:
+        type: ollama
+        base_url: {upstream.url}
+        api_key: {UPSTREAM_KEY}
+        models: ["llama3.2:8b"]
+      mock:
+        type: mock
+        models: [demo]
+      dead:
+        type: openai
+        base_url: http://127.0.0.1:{dead_port}/v1
+        api_key: sk-dead
+        models: [dead-model]
+    aliases:
+      cloud: openai:gpt-4o-mini
+    routing:
+      default_model: gpt-4o-mini
+    {extra}
+    """
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_upstream: FakeUpstream, workdir: Path) -> Iterator[GatewayProcess]:
+    """The gateway most tests talk to: auth on, the fake as `openai`, the demo, a dead provider."""
+    gw = start_gateway(gateway_config(fake_upstream), workdir)
+    yield gw
+    gw.process.stop()
+
+
+@pytest.fixture(scope="session")
+def local_llm(workdir: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with Gemma 3 270M: the Ollama stand-in."""
+    require(llm_server.available())
+    port = free_port()
+    proc = llm_server.start(port, log_path=workdir / f"llama-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        llm_server.wait_ready(url, timeout=120, proc=proc)
+        yield url
+    finally:
+        llm_server.stop(proc)
+
+
+@pytest.fixture
+def client_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {CLIENT_KEY}"}
