@@ -43,7 +43,9 @@ def test_env_interpolation_with_defaults_and_type_conversion() -> None:
                models: ["${MODEL:-gpt-4o-mini}"]}
       mock: {type: mock, models: [demo]}
     """
-    config = parse_config(textwrap.dedent(text), {"HOST": "0.0.0.0", "KEYS": "a, b,,c", "KEY": "sk-1"})
+    config = parse_config(
+        textwrap.dedent(text), {"HOST": "0.0.0.0", "KEYS": "a, b,,c", "KEY": "sk-1"}
+    )
     assert config.server.port == 9000 and config.server.host == "0.0.0.0"
     assert config.auth.api_keys == ("a", "b", "c")
     assert config.providers["openai"].api_key == "sk-1"
@@ -65,7 +67,9 @@ def test_unknown_keys_are_errors_with_path_and_line() -> None:
         """
     )
     assert any(e.startswith("server.max_body: unknown key") and "(line 4)" in e for e in errors)
-    assert any(e.startswith("providers.mock.colour: unknown key") and "(line 6)" in e for e in errors)
+    assert any(
+        e.startswith("providers.mock.colour: unknown key") and "(line 6)" in e for e in errors
+    )
 
 
 def test_wrong_types_are_errors_with_path_and_line() -> None:
@@ -119,7 +123,9 @@ def test_model_names_are_checked_across_providers_and_aliases() -> None:
 
 
 def test_missing_required_key_and_bad_yaml() -> None:
-    assert any("providers.x.type: required key is missing" in e for e in errors_of("providers: {x: {}}"))
+    assert any(
+        "providers.x.type: required key is missing" in e for e in errors_of("providers: {x: {}}")
+    )
     assert errors_of("server: [")[0].startswith("not valid YAML")
 
 
@@ -152,7 +158,9 @@ def test_check_config_prints_the_resolved_config_with_secrets_masked() -> None:
 
 def test_check_config_exits_1_naming_each_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("server:\n  port: 99999\n  prot: 1\nproviders:\n  mock: {type: mock, models: [demo]}\n")
+    bad.write_text(
+        "server:\n  port: 99999\n  prot: 1\nproviders:\n  mock: {type: mock, models: [demo]}\n"
+    )
     result = run_cli("check-config", str(bad))
     assert result.returncode == 1
     assert "server.prot: unknown key" in result.stderr and "(line 3)" in result.stderr
