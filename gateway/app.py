@@ -38,6 +38,7 @@ class Gateway:
         self.metrics = Metrics()
         self.log = get_logger()
         self._known_models = {m for models in self.catalog.providers.values() for m in models}
+        self.redis = redis_client(config.state.redis_url)
 
     def finish(self, ctx: RequestContext) -> None:
         """After the last byte: metrics and one access log event."""
@@ -60,6 +61,17 @@ class Gateway:
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def redis_client(url: str) -> Any:
+    """The shared-state connection pool, or None for in-memory state."""
+    if not url:
+        return None
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
 
 def create_app(config: GatewayConfig) -> ASGIApp:

@@ -69,12 +69,22 @@ class Endpoints:
             names = list(self.gw.providers)
             results = await asyncio.gather(*(self.gw.providers[n].probe() for n in names))
             providers = dict(zip(names, results, strict=True))
-            report: dict[str, Any] = {
-                "status": "ready" if any(r["ok"] for r in results) else "unavailable",
-                "providers": providers,
-            }
+            ready = any(r["ok"] for r in results)
+            report: dict[str, Any] = {"status": "", "providers": providers}
+            if self.gw.redis is not None:
+                report["redis"] = await self._probe_redis()
+                ready = ready and report["redis"]["ok"]
+            report["status"] = "ready" if ready else "unavailable"
             self._readiness = (time.monotonic(), report)
             return report
+
+    async def _probe_redis(self) -> dict[str, Any]:
+        """Shared state is configured, so replicas are only exact if Redis answers."""
+        try:
+            await asyncio.wait_for(self.gw.redis.ping(), 2.0)
+            return {"ok": True, "error": None}
+        except Exception as exc:  # any failure means not ready; say which
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -207,3 +207,34 @@ def test_shipped_config_names_the_missing_upstreams(shipped: str) -> None:
         client.chat.completions.create(model="local", messages=[{"role": "user", "content": "x"}])
     assert local.value.status_code == 503
     assert "'ollama'" in local.value.message and "http://127.0.0.1:9/v1" in local.value.message
+
+
+def redis_reason() -> str | None:
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        return f"Redis is not answering at 127.0.0.1:6379 ({exc})"
+    return None
+
+
+def test_readyz_checks_redis_when_state_is_shared(workdir: Path) -> None:
+    from tests.conftest import require
+
+    require(redis_reason())
+    config = """
+        state: {redis_url: "${REDIS_URL}"}
+        providers: {mock: {type: mock, models: [demo]}}
+    """
+    up = start_gateway(config, workdir, {"REDIS_URL": "redis://127.0.0.1:6379/0"})
+    down = start_gateway(config, workdir, {"REDIS_URL": "redis://:pw@127.0.0.1:9/0"})
+    try:
+        ok = httpx.get(up.url + "/readyz")
+        assert ok.status_code == 200 and ok.json()["redis"] == {"ok": True, "error": None}
+        bad = httpx.get(down.url + "/readyz")
+        assert bad.status_code == 503
+        assert bad.json()["redis"]["ok"] is False and "pw" not in bad.text
+    finally:
+        up.process.stop()
+        down.process.stop()
