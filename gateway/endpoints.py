@@ -7,11 +7,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from aiocache import SimpleMemoryCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.catalog import Target
 from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, NotFound
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class Endpoints:
         self.gw = gateway
         self._readiness: tuple[float, dict[str, Any]] | None = None
         self._readiness_lock = asyncio.Lock()
+        self._discovered = SimpleMemoryCache()
 
     async def _authenticate(self, request: Request) -> None:
         if self.gw.auth is not None:
@@ -42,8 +45,26 @@ class Endpoints:
 
     async def list_models(self, request: Request) -> Response:
         await self._authenticate(request)
-        data = [_model(model_id, owner) for model_id, owner in self.gw.catalog.listing()]
+        catalog = self.gw.catalog
+        listing = catalog.listing()
+        for name, models in zip(self.gw.providers, await self._discover_all(), strict=True):
+            # Pulled models not configured by name are still callable as provider:model.
+            extra = [m for m in models if catalog.resolve(m) != Target(name, m)]
+            listing += [(f"{name}:{m}", name) for m in extra]
+        data = [_model(model_id, owner) for model_id, owner in listing]
         return json_response({"object": "list", "data": data})
+
+    async def _discover_all(self) -> list[list[str]]:
+        """What each Ollama host has pulled, callable as `<provider>:<model>`; cached 30 s."""
+
+        async def one(name: str) -> list[str]:
+            models: list[str] | None = await self._discovered.get(name)
+            if models is None:
+                models = await self.gw.providers[name].discover()
+                await self._discovered.set(name, models, ttl=30)
+            return models
+
+        return list(await asyncio.gather(*(one(name) for name in self.gw.providers)))
 
     async def get_model(self, request: Request) -> Response:
         await self._authenticate(request)

@@ -71,3 +71,10 @@ def test_local_model_errors_arrive_as_openai_errors(client: openai.OpenAI) -> No
         client.chat.completions.create(model="local", messages=too_long, max_tokens=4)
     assert info.value.status_code == 400
     assert info.value.code == "context_length_exceeded"
+
+
+def test_models_lists_what_the_local_server_has(client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    # Configured names, plus what the Ollama-compatible server reports, as provider:model.
+    assert {"auto", "local", llm_server.MODEL_ID} <= ids
+    assert f"ollama:{llm_server.MODEL_ID}" not in ids  # already listed under its bare name

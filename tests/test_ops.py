@@ -57,13 +57,14 @@ def test_readyz_reports_each_provider(gateway: GatewayProcess, fake_upstream: Fa
     assert providers["dead"]["ok"] is False and "connection refused" in providers["dead"]["error"]
 
 
-def test_readyz_is_503_when_no_provider_is_usable(workdir: Path) -> None:
+def test_readyz_is_503_when_no_provider_is_usable(workdir: Path, fake_upstream: FakeUpstream) -> None:
     gw = start_gateway(
-        """
+        f"""
         providers:
-          openai: {type: openai, base_url: "https://api.openai.com/v1", models: [gpt-4o-mini]}
-          ollama: {type: ollama, base_url: "http://127.0.0.1:9", models: [llama3.2]}
-        routing: {default_model: gpt-4o-mini}
+          openai: {{type: openai, base_url: "https://api.openai.com/v1", models: [gpt-4o-mini]}}
+          ollama: {{type: ollama, base_url: "http://127.0.0.1:9", models: [llama3.2]}}
+          badkey: {{type: openai, base_url: "{fake_upstream.base_url}", api_key: sk-wrong}}
+        routing: {{default_model: gpt-4o-mini}}
         """,
         workdir,
     )
@@ -74,6 +75,7 @@ def test_readyz_is_503_when_no_provider_is_usable(workdir: Path) -> None:
         assert report["status"] == "unavailable"
         assert "no api_key" in report["providers"]["openai"]["error"]
         assert report["providers"]["ollama"]["base_url"] == "http://127.0.0.1:9/v1"
+        assert report["providers"]["badkey"]["error"] == "GET /models answered HTTP 401"
     finally:
         gw.process.stop()
 

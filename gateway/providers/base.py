@@ -65,6 +65,7 @@ class Provider:
             headers["openai-organization"] = cfg.organization
         headers.update({k.lower(): v for k, v in cfg.headers.items()})
         self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self._get_headers = {k: v for k, v in headers.items() if k != "content-type"}
         t = cfg.timeouts
         limits = httpx.Limits(
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
@@ -117,13 +118,34 @@ class Provider:
             return result | {"ok": False, "error": self.missing}
         started = time.perf_counter()
         try:
-            response = await asyncio.wait_for(self.client.get(self.base_url + "/models"), timeout)
-            ok = response.status_code < 500
-            error = None if ok else f"HTTP {response.status_code}"
+            response = await asyncio.wait_for(self._get(self.base_url + "/models"), timeout)
+            status = response.status_code
+            ok = status < 500 and status not in (401, 403)
+            error = None if ok else f"GET /models answered HTTP {status}"
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             ok, error = False, self.failure(exc).message
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result | {"ok": ok, "error": error}
+
+    async def _get(self, url: str, timeout: float | None = None) -> httpx.Response:
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        return await self.client.get(url, headers=self._get_headers, **options)
+
+    async def discover(self, timeout: float = 2.0) -> list[str]:
+        """Models an Ollama host has pulled (`/api/tags`, else `/v1/models`); [] if unknown."""
+        if self.type != "ollama":
+            return []
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self._get(root + "/api/tags", timeout)
+            if response.status_code == 200:
+                return [m["name"] for m in response.json().get("models", []) if "name" in m]
+            response = await self._get(self.base_url + "/models", timeout)
+            if response.status_code == 200:
+                return [m["id"] for m in response.json().get("data", []) if "id" in m]
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            pass  # an unreachable or odd upstream just lists nothing extra
+        return []
 
     async def aclose(self) -> None:
         await self.client.aclose()
