@@ -1,0 +1,607 @@
+"""A fake OpenAI-compatible server, run in its own process by the tests and the benchmark.
+
+    python -m tests.fake_upstream --host 127.0.0.1 --port 9000 [--delay-ms 0] [--chunks 8]
+        [--interval-ms 0] [--workers 1] [--require-key KEY] [--log-level warning]
+
+Pure ASGI (no framework) so that it is never the bottleneck of a benchmark. Replies are
+deterministic; latency and faults are set per request with `x-fake-<name>` headers or a
+`"fake": {...}` body field (the body wins): delay_ms, chunks, interval_ms, status,
+error_body, fail_after, content. See docs/BENCHMARKS.md and the tests for uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import random
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CONFIG_ENV = "FAKE_UPSTREAM_CONFIG"
+RECORD_LIMIT = 200
+CREATED = 1_700_000_000
+MODEL_IDS = ("fake-model", "gpt-4o-mini", "text-embedding-3-small")
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict",
+    422: "unprocessable",
+    429: "rate_limit_error",
+}
+INT_OPTIONS = ("delay_ms", "chunks", "interval_ms", "status", "fail_after")
+STR_OPTIONS = ("error_body", "content")
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+]
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Behaviour of one request: the CLI defaults, overridden per request."""
+
+    delay_ms: int = 0
+    chunks: int = 8
+    interval_ms: int = 0
+    status: int | None = None
+    error_body: str | None = None
+    fail_after: int | None = None
+    content: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    workers: int = 1
+    require_key: str | None = None
+    log_level: str = "warning"
+    defaults: Options = field(default_factory=Options)
+
+
+@dataclass
+class Stats:
+    open_streams: int = 0
+    completed_streams: int = 0
+    cancelled_streams: int = 0
+    failed_streams: int = 0
+
+
+class FailAfter(Exception):
+    """Raised after the response started, so that uvicorn drops the connection."""
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def error_envelope(status: int, message: str, code: str | None = None) -> bytes:
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
+    return dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+def word_count(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(word_count(part) for part in value)
+    if isinstance(value, dict):
+        return word_count(value.get("text") or value.get("content"))
+    return 0
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def split_pieces(text: str, count: int) -> list[str]:
+    """Exactly `count` pieces whose concatenation is `text` (pieces may be empty)."""
+    count = max(1, count)
+    size = len(text)
+    return [text[i * size // count : (i + 1) * size // count] for i in range(count)]
+
+
+def tool_arguments(tool: dict[str, Any]) -> str:
+    params = (tool.get("function") or {}).get("parameters") or {}
+    props = params.get("properties") or {}
+    values: dict[str, Any] = {}
+    for name in params.get("required") or []:
+        kind = (props.get(name) or {}).get("type")
+        if kind == "string":
+            values[name] = "Paris"
+        elif kind in ("number", "integer"):
+            values[name] = 1
+        elif kind == "boolean":
+            values[name] = True
+        else:
+            values[name] = None
+    return dumps(values).decode()
+
+
+def embedding_vector(item: Any, dimensions: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(dumps(item)).digest()[:8], "little")
+    rng = random.Random(seed)
+    raw = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    packed = struct.pack(f"<{dimensions}f", *(x / norm for x in raw))
+    return list(struct.unpack(f"<{dimensions}f", packed))  # float32-exact, as base64 gives
+
+
+class FakeUpstream:
+    """The ASGI application."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
+        self.counter = 0
+        self.expected_auth = (
+            f"Bearer {config.require_key}".encode() if config.require_key else None
+        )
+        models = [self._model(m) for m in MODEL_IDS]
+        self.models_body = dumps({"object": "list", "data": models})
+        self.health_body = dumps({"ok": True})
+
+    @staticmethod
+    def _model(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": CREATED, "owned_by": "fake"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        body = await read_body(receive)
+        if path.startswith("/v1/"):
+            await self._v1(scope, method, path, body, receive, send)
+        elif path in ("/health", "/healthz"):
+            await respond(send, 200, self.health_body)
+        elif path == "/_fake/requests":
+            if method == "DELETE":
+                self.requests.clear()
+                await respond(send, 200, self.health_body)
+            else:
+                await respond(send, 200, dumps(list(self.requests)))
+        elif path == "/_fake/stats":
+            if method == "DELETE":
+                self.stats = Stats()
+            await respond(send, 200, dumps(asdict(self.stats)))
+        else:
+            await respond(send, 404, error_envelope(404, f"no route {method} {path}"))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _v1(
+        self, scope: Scope, method: str, path: str, raw: bytes, receive: Receive, send: Send
+    ) -> None:
+        headers: dict[str, str] = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        body: Any = None
+        invalid = False
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                invalid = True
+        self.requests.append(
+            {
+                "method": method,
+                "path": path,
+                "headers": headers,
+                "body": body,
+                "raw": raw.decode("utf-8", "replace"),
+            }
+        )
+        if self.expected_auth is not None:
+            auth = headers.get("authorization", "").encode("latin-1")
+            if auth != self.expected_auth:
+                envelope = dumps(
+                    {
+                        "error": {
+                            "message": "Incorrect API key provided",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "invalid_api_key",
+                        }
+                    }
+                )
+                await respond(send, 401, envelope)
+                return
+        if invalid:
+            await respond(send, 400, error_envelope(400, "invalid JSON body"))
+            return
+        opts = self._options(headers, body)
+        if opts.delay_ms > 0:
+            await asyncio.sleep(opts.delay_ms / 1000)
+        if opts.status is not None:
+            await self._error(send, opts)
+            return
+        if method == "GET" and path == "/v1/models":
+            await respond(send, 200, self.models_body)
+            return
+        if method == "GET" and path.startswith("/v1/models/"):
+            await respond(send, 200, dumps(self._model(path[len("/v1/models/") :])))
+            return
+        handler = {
+            "/v1/chat/completions": self._chat,
+            "/v1/completions": self._completions,
+            "/v1/embeddings": self._embeddings,
+        }.get(path)
+        if handler is None:
+            await respond(send, 404, error_envelope(404, f"no route {method} {path}"))
+            return
+        if method != "POST":
+            await respond(send, 405, error_envelope(405, f"method {method} not allowed"))
+            return
+        if not isinstance(body, dict):
+            await respond(send, 400, error_envelope(400, "body must be a JSON object"))
+            return
+        await handler(body, opts, receive, send)
+
+    def _options(self, headers: dict[str, str], body: Any) -> Options:
+        overrides: dict[str, Any] = {}
+        for name, value in headers.items():
+            if name.startswith("x-fake-"):
+                overrides[name[7:].replace("-", "_")] = value
+        if isinstance(body, dict) and isinstance(body.get("fake"), dict):
+            overrides.update(body["fake"])
+        if not overrides:
+            return self.config.defaults
+        changes: dict[str, Any] = {}
+        for name in INT_OPTIONS:
+            if overrides.get(name) is not None:
+                changes[name] = int(overrides[name])
+        for name in STR_OPTIONS:
+            if overrides.get(name) is not None:
+                changes[name] = str(overrides[name])
+        return replace(self.config.defaults, **changes)
+
+    async def _error(self, send: Send, opts: Options) -> None:
+        status = opts.status or 500
+        if opts.error_body is None:
+            await respond(send, status, error_envelope(status, f"fake error {status}"))
+            return
+        try:
+            orjson.loads(opts.error_body)
+            content_type = b"application/json"
+        except orjson.JSONDecodeError:
+            content_type = b"text/plain; charset=utf-8"
+        await respond(send, status, opts.error_body.encode(), [(b"content-type", content_type)])
+
+    def _next_id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}-fake{os.getpid()}x{self.counter}"
+
+    async def _chat(self, body: dict[str, Any], opts: Options, receive: Receive, send: Send) -> None:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            await respond(send, 400, error_envelope(400, "messages must be a non-empty list"))
+            return
+        model = str(body.get("model") or "fake-model")
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        tools = body.get("tools")
+        tool_call: dict[str, Any] | None = None
+        if last.get("role") == "tool":
+            text = "Tool said: " + content_text(last.get("content"))
+        elif isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            name = (tools[0].get("function") or {}).get("name") or "tool"
+            tool_call = {"name": name, "arguments": tool_arguments(tools[0])}
+            text = ""
+        else:
+            user = next(
+                (m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
+                {},
+            )
+            text = "Fake reply to: " + content_text(user.get("content"))[:200]
+        if opts.content is not None and tool_call is None:
+            text = opts.content
+        prompt_tokens = sum(word_count(m.get("content")) for m in messages if isinstance(m, dict))
+        completion_tokens = word_count(tool_call["arguments"] if tool_call else text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        finish = "tool_calls" if tool_call else "stop"
+        base = {
+            "id": self._next_id("chatcmpl"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_fake",
+        }
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            if tool_call:
+                message["content"] = None
+                message["tool_calls"] = [
+                    {"id": "call_fake_1", "type": "function", "function": tool_call}
+                ]
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            await self._non_stream(send, opts, {**base, "choices": [choice], "usage": usage})
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base["object"] = "chat.completion.chunk"
+        if include_usage:
+            base["usage"] = None
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return {**base, "choices": [choice]}
+
+        head = [chunk({"role": "assistant", "content": "" if tool_call is None else None})]
+        if tool_call:
+            head.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake_1",
+                                "type": "function",
+                                "function": {"name": tool_call["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            pieces = [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in split_pieces(tool_call["arguments"], opts.chunks)
+            ]
+        else:
+            pieces = [chunk({"content": piece}) for piece in split_pieces(text, opts.chunks)]
+        tail = [chunk({}, finish)]
+        if include_usage:
+            tail.append({**base, "choices": [], "usage": usage})
+        await self._stream(receive, send, opts, head, pieces, tail)
+
+    async def _completions(
+        self, body: dict[str, Any], opts: Options, receive: Receive, send: Send
+    ) -> None:
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            prompt_text = prompt[0]
+        else:
+            prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        text = opts.content if opts.content is not None else "Fake reply to: " + prompt_text[:200]
+        prompt_tokens = word_count(prompt) if not isinstance(prompt, list) or (
+            prompt and isinstance(prompt[0], str)
+        ) else len(prompt)
+        completion_tokens = word_count(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        base = {
+            "id": self._next_id("cmpl"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": str(body.get("model") or "fake-model"),
+            "system_fingerprint": "fp_fake",
+        }
+
+        def choice(piece: str, finish_reason: str | None) -> dict[str, Any]:
+            return {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+        if not body.get("stream"):
+            await self._non_stream(send, opts, {**base, "choices": [choice(text, "stop")], "usage": usage})
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if include_usage:
+            base["usage"] = None
+        pieces = [{**base, "choices": [choice(p, None)]} for p in split_pieces(text, opts.chunks)]
+        tail: list[dict[str, Any]] = [{**base, "choices": [choice("", "stop")]}]
+        if include_usage:
+            tail.append({**base, "choices": [], "usage": usage})
+        await self._stream(receive, send, opts, [], pieces, tail)
+
+    async def _embeddings(
+        self, body: dict[str, Any], opts: Options, receive: Receive, send: Send
+    ) -> None:
+        value = body.get("input")
+        items: list[Any]
+        if isinstance(value, str):
+            items = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            items = [value]
+        elif isinstance(value, list) and value:
+            items = value
+        else:
+            await respond(send, 400, error_envelope(400, "input must be a string or a list"))
+            return
+        dimensions = int(body.get("dimensions") or 8)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        tokens = 0
+        for index, item in enumerate(items):
+            vector = embedding_vector(item, dimensions)
+            embedding: Any = vector
+            if as_base64:
+                embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+            tokens += len(item) if isinstance(item, list) else word_count(item)
+        reply = {
+            "object": "list",
+            "data": data,
+            "model": str(body.get("model") or "text-embedding-3-small"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await self._non_stream(send, opts, reply)
+
+    async def _non_stream(self, send: Send, opts: Options, reply: dict[str, Any]) -> None:
+        if opts.fail_after is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+            raise FailAfter("fail_after on a non-streamed reply: headers, then no body")
+        await respond(send, 200, dumps(reply))
+
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        opts: Options,
+        head: list[dict[str, Any]],
+        pieces: list[dict[str, Any]],
+        tail: list[dict[str, Any]],
+    ) -> None:
+        events = [b"data: " + dumps(obj) + b"\n\n" for obj in (*head, *pieces, *tail)]
+        events.append(DONE_EVENT)
+        fail_at = len(head) + opts.fail_after if opts.fail_after is not None else -1
+        interval = opts.interval_ms / 1000
+        disconnected = asyncio.ensure_future(wait_disconnect(receive))
+        self.stats.open_streams += 1
+        outcome = "completed"
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            for index, event in enumerate(events):
+                if index == fail_at:
+                    outcome = "failed"
+                    raise FailAfter(f"fail_after={opts.fail_after}: dropping the connection")
+                if index and interval > 0:
+                    await asyncio.wait((disconnected,), timeout=interval)
+                if disconnected.done():
+                    outcome = "cancelled"
+                    return
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            if disconnected.done():
+                outcome = "cancelled"
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            disconnected.cancel()
+            self.stats.open_streams -= 1
+            if outcome == "completed":
+                self.stats.completed_streams += 1
+            elif outcome == "cancelled":
+                self.stats.cancelled_streams += 1
+            else:
+                self.stats.failed_streams += 1
+
+
+async def read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def config_from_env() -> ServerConfig:
+    raw = json.loads(os.environ.get(CONFIG_ENV, "{}"))
+    defaults = Options(**raw.pop("defaults", {}))
+    return ServerConfig(**raw, defaults=defaults)
+
+
+def create_app() -> FakeUpstream:
+    """uvicorn factory: reads the config the CLI put in the environment (one per worker)."""
+    return FakeUpstream(config_from_env())
+
+
+def parse_args(argv: list[str] | None = None) -> ServerConfig:
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_upstream", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--interval-ms", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--require-key", default=None)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    defaults = Options(delay_ms=args.delay_ms, chunks=args.chunks, interval_ms=args.interval_ms)
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        require_key=args.require_key,
+        log_level=args.log_level,
+        defaults=defaults,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    config = parse_args(argv)
+    os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+    uvicorn.run(
+        "tests.fake_upstream:create_app",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=config.log_level,
+        lifespan="on",
+        backlog=4096,
+        timeout_keep_alive=60,
+    )
+
+
+if __name__ == "__main__":
+    main()
