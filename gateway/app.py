@@ -11,7 +11,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
@@ -95,11 +95,13 @@ def create_app(config: GatewayConfig) -> ASGIApp:
         finally:
             await gw.aclose()
 
-    post = ["POST"]
+    proxied = {
+        "/v1/chat/completions": ProxyEndpoint(gw, "chat", "/chat/completions"),
+        "/v1/completions": ProxyEndpoint(gw, "completions", "/completions"),
+        "/v1/embeddings": ProxyEndpoint(gw, "embeddings", "/embeddings"),
+    }
     routes = [
-        Route("/v1/chat/completions", ProxyEndpoint(gw, "chat", "/chat/completions"), methods=post),
-        Route("/v1/completions", ProxyEndpoint(gw, "completions", "/completions"), methods=post),
-        Route("/v1/embeddings", ProxyEndpoint(gw, "embeddings", "/embeddings"), methods=post),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ep.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", ep.get_model, methods=["GET"]),
         Route("/healthz", ep.healthz, methods=["GET"]),
@@ -113,7 +115,23 @@ def create_app(config: GatewayConfig) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.gateway = gw
-    return RequestIdMiddleware(app)
+    return RequestIdMiddleware(FastPath(proxied, app))
+
+
+class FastPath:
+    """POSTs to the proxied paths skip Starlette's router and middleware (~7 % of CPU)."""
+
+    def __init__(self, proxied: dict[str, ProxyEndpoint], app: ASGIApp) -> None:
+        self.proxied = proxied
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.proxied.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def app_from_env() -> ASGIApp:

@@ -64,7 +64,7 @@ class ProviderConfig:
     models: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
-    max_connections: int = 256
+    max_connections: int = 1024  # each open stream holds one
     timeouts: Timeouts = field(default_factory=Timeouts)
 
 

@@ -74,6 +74,13 @@ class ProxyEndpoint:
             await send_error(send, ctx, exc)
         except ClientDisconnected:
             ctx.status = 499
+        except Exception:
+            # This endpoint runs outside Starlette's error middleware (app.py), so it is
+            # its own last resort: log the traceback, answer an envelope if it still can.
+            gw.log.exception("internal_error", request_id=ctx.request_id)
+            if ctx.status == 0:
+                await send_error(send, ctx, GatewayError("The gateway hit an internal error."))
+            ctx.status = 500
         finally:
             gw.metrics.in_flight.dec()
             gw.finish(ctx)

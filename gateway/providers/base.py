@@ -70,9 +70,13 @@ class Provider:
         limits = httpx.Limits(
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
         )
+        # The hot path calls the pool-owning transport directly: httpx.AsyncClient's layers
+        # (URL merging, cookies, auth and redirect wrappers) cost ~80 us a request (bench/).
+        self.transport = _transport(cfg, limits)
+        self._timeout = {"connect": t.connect, "read": t.read, "write": t.write, "pool": t.pool}
+        self._urls: dict[str, httpx.URL] = {}
         self.client = httpx.AsyncClient(
-            transport=_transport(cfg, limits),
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+            transport=self.transport, timeout=httpx.Timeout(**self._timeout)
         )
 
     def _request_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
@@ -89,14 +93,18 @@ class Provider:
         """POST the body to `<base_url><ctx.upstream_path>`; the response body is not read yet."""
         if self.missing:
             raise ProviderUnavailable(self.missing)
-        request = self.client.build_request(
+        url = self._urls.get(ctx.upstream_path)
+        if url is None:
+            url = self._urls[ctx.upstream_path] = httpx.URL(self.base_url + ctx.upstream_path)
+        request = httpx.Request(
             "POST",
-            self.base_url + ctx.upstream_path,
+            url,
             content=body,
             headers=self._request_headers(ctx),
+            extensions={"timeout": self._timeout},
         )
         try:
-            return await self.client.send(request, stream=True)
+            return await self.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             raise self.failure(exc) from None
 
