@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -50,15 +51,18 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout=grace_s)
         except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(timeout=grace_s)
 
 
-def start(name: str, cmd: list[str], log_path: Path, env: dict[str, str | None] | None = None,
-          cwd: Path | None = None) -> Process:
+def start(
+    name: str,
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str | None] | None = None,
+    cwd: Path | None = None,
+) -> Process:
     """Start a process in its own group; env values of None remove that variable."""
     child_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -82,8 +86,15 @@ def start(name: str, cmd: list[str], log_path: Path, env: dict[str, str | None] 
     return Process(name, popen, log_path, started_at)
 
 
-def request_status(host: str, port: int, method: str, path: str, body: bytes | None = None,
-                   headers: dict[str, str] | None = None, timeout: float = 2.0) -> int:
+def request_status(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 2.0,
+) -> int:
     """Status of one request, or 0 when the connection fails."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -97,8 +108,16 @@ def request_status(host: str, port: int, method: str, path: str, body: bytes | N
         conn.close()
 
 
-def wait_ready(process: Process | None, host: str, port: int, method: str, path: str,
-               body: bytes | None, headers: dict[str, str], timeout_s: float) -> float:
+def wait_ready(
+    process: Process | None,
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout_s: float,
+) -> float:
     """Seconds from the process start to its first 200 on this request; raises on failure."""
     started = process.started_at if process else time.perf_counter()
     deadline = time.perf_counter() + timeout_s

@@ -161,9 +161,7 @@ class FakeUpstream:
         self.stats = Stats()
         self.requests: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
         self.counter = 0
-        self.expected_auth = (
-            f"Bearer {config.require_key}".encode() if config.require_key else None
-        )
+        self.expected_auth = f"Bearer {config.require_key}".encode() if config.require_key else None
         models = [self._model(m) for m in MODEL_IDS]
         self.models_body = dumps({"object": "list", "data": models})
         self.health_body = dumps({"ok": True})
@@ -247,7 +245,11 @@ class FakeUpstream:
         if invalid:
             await respond(send, 400, error_envelope(400, "invalid JSON body"))
             return
-        opts = self._options(headers, body)
+        try:
+            opts = self._options(headers, body)
+        except (TypeError, ValueError) as exc:
+            await respond(send, 400, error_envelope(400, f"bad fake option: {exc}"))
+            return
         if opts.delay_ms > 0:
             await asyncio.sleep(opts.delay_ms / 1000)
         if opts.status is not None:
@@ -309,7 +311,9 @@ class FakeUpstream:
         self.counter += 1
         return f"{prefix}-fake{os.getpid()}x{self.counter}"
 
-    async def _chat(self, body: dict[str, Any], opts: Options, receive: Receive, send: Send) -> None:
+    async def _chat(
+        self, body: dict[str, Any], opts: Options, receive: Receive, send: Send
+    ) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             await respond(send, 400, error_envelope(400, "messages must be a non-empty list"))
@@ -402,9 +406,11 @@ class FakeUpstream:
         else:
             prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt)
         text = opts.content if opts.content is not None else "Fake reply to: " + prompt_text[:200]
-        prompt_tokens = word_count(prompt) if not isinstance(prompt, list) or (
-            prompt and isinstance(prompt[0], str)
-        ) else len(prompt)
+        prompt_tokens = (
+            word_count(prompt)
+            if not isinstance(prompt, list) or (prompt and isinstance(prompt[0], str))
+            else len(prompt)
+        )
         completion_tokens = word_count(text)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -423,7 +429,9 @@ class FakeUpstream:
             return {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish_reason}
 
         if not body.get("stream"):
-            await self._non_stream(send, opts, {**base, "choices": [choice(text, "stop")], "usage": usage})
+            await self._non_stream(
+                send, opts, {**base, "choices": [choice(text, "stop")], "usage": usage}
+            )
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if include_usage:
@@ -439,9 +447,9 @@ class FakeUpstream:
     ) -> None:
         value = body.get("input")
         items: list[Any]
-        if isinstance(value, str):
-            items = [value]
-        elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        if isinstance(value, str) or (
+            isinstance(value, list) and value and all(isinstance(v, int) for v in value)
+        ):
             items = [value]
         elif isinstance(value, list) and value:
             items = value
@@ -495,7 +503,8 @@ class FakeUpstream:
                 if index == fail_at:
                     outcome = "failed"
                     raise FailAfter(f"fail_after={opts.fail_after}: dropping the connection")
-                if index and interval > 0:
+                # the interval separates content chunks: the first one follows the role chunk
+                if index > len(head) and interval > 0:
                     await asyncio.wait((disconnected,), timeout=interval)
                 if disconnected.done():
                     outcome = "cancelled"
