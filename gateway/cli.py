@@ -38,6 +38,10 @@ def serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,  # the gateway does not use the client address; saves ~4 % CPU
         "timeout_graceful_shutdown": 10,
     }
+    from gateway.observability import configure_logging, get_logger
+
+    configure_logging(config.logging)
+    get_logger().info("listening", url=f"http://{host}:{port}", workers=workers, config=args.config)
     if workers > 1:
         os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)
