@@ -25,9 +25,7 @@ class AuthStage:
 
     def principal(self, authorization: bytes | None) -> str:
         if not authorization:
-            raise AuthenticationFailed(
-                "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
         scheme, _, token = authorization.partition(b" ")
         name = self._names.get(key_digest(token.strip())) if scheme.lower() == b"bearer" else None
         if name is None:
