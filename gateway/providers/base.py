@@ -52,8 +52,9 @@ class Provider:
         self.type = cfg.type
         self.base_url = api_base(cfg)
         self.display_url = self.base_url if cfg.type != "mock" else "built-in"
+        hint = " (set OPENAI_API_KEY)" if name == "openai" else ""
         self.missing = (
-            f"provider {name!r} has no api_key (set OPENAI_API_KEY) for {self.base_url}"
+            f"provider {name!r} has no api_key{hint} for {self.base_url}"
             if cfg.type == "openai" and not cfg.api_key
             else None
         )
