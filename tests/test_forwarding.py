@@ -193,7 +193,9 @@ def test_embeddings_and_completions_are_forwarded_to_their_paths(
 
 def test_models_adds_what_an_ollama_host_has_pulled(gateway: GatewayProcess) -> None:
     """The fake answers /v1/models (not /api/tags), as llama.cpp does; Ollama answers both."""
-    listing = httpx.get(gateway.base_url + "/models", headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    listing = httpx.get(
+        gateway.base_url + "/models", headers={"authorization": f"Bearer {CLIENT_KEY}"}
+    )
     ids = [m["id"] for m in listing.json()["data"]]
     assert "ollama:fake-model" in ids and "llama3.2:8b" in ids
     owners = {m["id"]: m["owned_by"] for m in listing.json()["data"]}

@@ -57,7 +57,9 @@ def test_readyz_reports_each_provider(gateway: GatewayProcess, fake_upstream: Fa
     assert providers["dead"]["ok"] is False and "connection refused" in providers["dead"]["error"]
 
 
-def test_readyz_is_503_when_no_provider_is_usable(workdir: Path, fake_upstream: FakeUpstream) -> None:
+def test_readyz_is_503_when_no_provider_is_usable(
+    workdir: Path, fake_upstream: FakeUpstream
+) -> None:
     gw = start_gateway(
         f"""
         providers:
