@@ -106,7 +106,7 @@ def fake_upstream(workdir: Path) -> Iterator[FakeUpstream]:
     proc.stop()
 
 
-def gateway_config(upstream: FakeUpstream, extra: str = "") -> str:
+def gateway_config(upstream: FakeUpstream, transport: str = "aiohttp") -> str:
     dead_port = free_port()  # nothing listens there
     return f"""
     server: {{max_body_bytes: 65536}}
@@ -116,6 +116,7 @@ def gateway_config(upstream: FakeUpstream, extra: str = "") -> str:
       openai:
         type: openai
         base_url: {upstream.base_url}
+        transport: {transport}
         api_key: {UPSTREAM_KEY}
         models: [gpt-4o-mini, text-embedding-3-small]
         timeouts: {{connect: 2, read: 3, write: 5, pool: 5}}
@@ -136,7 +137,6 @@ def gateway_config(upstream: FakeUpstream, extra: str = "") -> str:
       cloud: openai:gpt-4o-mini
     routing:
       default_model: gpt-4o-mini
-    {extra}
     """
 
 
