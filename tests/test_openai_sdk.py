@@ -82,6 +82,19 @@ async def client(request: pytest.FixtureRequest, gateway: GatewayProcess) -> Asy
         await async_client.close()
 
 
+async def chat_error(
+    client: Any, exc_class: type[openai.APIStatusError], fake: dict[str, Any], **kwargs: Any
+) -> Any:
+    """The exception a chat call raises when the fake upstream is told to misbehave."""
+    with pytest.raises(exc_class) as info:
+        await call(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=user(), extra_body={"fake": fake}, **kwargs
+            )
+        )
+    return info.value
+
+
 def error_body(exc: openai.APIError) -> dict[str, Any]:
     """The SDK puts the inner `error` object of the envelope in `exc.body`."""
     assert isinstance(exc.body, dict), exc.body
@@ -533,13 +546,7 @@ async def test_empty_messages(client: Any) -> None:
 async def test_upstream_status_passed_through(
     client: Any, status: int, exc_class: type[openai.APIStatusError]
 ) -> None:
-    with pytest.raises(exc_class) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=user(), extra_body={"fake": {"status": status}}
-            )
-        )
-    exc = info.value
+    exc = await chat_error(client, exc_class, {"status": status})
     assert type(exc) is exc_class
     assert exc.status_code == status
     body = error_body(exc)
@@ -577,15 +584,9 @@ async def test_upstream_error_on_a_stream_request(client: Any) -> None:
 
 
 async def test_upstream_plain_text_error_is_wrapped(client: Any) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=user(),
-                extra_body={"fake": {"status": 503, "error_body": "upstream overloaded"}},
-            )
-        )
-    exc = info.value
+    exc = await chat_error(
+        client, openai.InternalServerError, {"status": 503, "error_body": "upstream overloaded"}
+    )
     assert exc.status_code == 503
     body = error_body(exc)
     assert body["message"] == "upstream overloaded"
@@ -596,13 +597,7 @@ async def test_upstream_plain_text_error_is_wrapped(client: Any) -> None:
 async def test_upstream_auth_failure_is_a_gateway_fault(
     client: Any, fake_upstream: FakeUpstream, status: int
 ) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=user(), extra_body={"fake": {"status": status}}
-            )
-        )
-    exc = info.value
+    exc = await chat_error(client, openai.InternalServerError, {"status": status})
     # The client's key was fine: not AuthenticationError / PermissionDeniedError.
     assert exc.status_code == 502
     assert exc.code == "upstream_auth_failed"
@@ -626,13 +621,7 @@ async def test_dead_provider(client: Any) -> None:
 
 async def test_upstream_timeout(client: Any) -> None:
     # The gateway's read timeout for `openai` is 3 s; the fake answers after 4 s.
-    with pytest.raises(openai.InternalServerError) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=user(), extra_body={"fake": {"delay_ms": 4000}}
-            )
-        )
-    exc = info.value
+    exc = await chat_error(client, openai.InternalServerError, {"delay_ms": 4000})
     assert exc.status_code == 504
     assert exc.code == "upstream_timeout"
     assert "'openai'" in error_body(exc)["message"]
@@ -683,13 +672,7 @@ async def test_stream_stalls_past_the_read_timeout(client: Any) -> None:
 
 async def test_non_stream_body_lost_after_headers(client: Any) -> None:
     """The upstream sends 200 headers, then drops the connection: a 502, not a broken 200."""
-    with pytest.raises(openai.InternalServerError) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=user(), extra_body={"fake": {"fail_after": 0}}
-            )
-        )
-    exc = info.value
+    exc = await chat_error(client, openai.InternalServerError, {"fail_after": 0})
     assert exc.status_code == 502
     assert exc.code == "upstream_error"
 
