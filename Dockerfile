@@ -12,7 +12,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first (cached unless pyproject.toml changes), then the code.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml README.md LICENSE ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > /tmp/requirements.txt \
     && pip install --upgrade pip \
