@@ -32,8 +32,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.catalog = ModelCatalog.from_config(config)
-        self.chain = build_chain(config, self.catalog)
+        # One AuthStage: the chain's first stage, also asked by /v1/models.
         self.auth = AuthStage(config.auth.api_keys) if config.auth.api_keys else None
+        self.chain = build_chain(config, self.catalog, self.auth)
         self.providers = build_providers(config)
         self.metrics = Metrics()
         self.log = get_logger()
@@ -101,6 +102,7 @@ def create_app(config: GatewayConfig) -> ASGIApp:
         "/v1/embeddings": ProxyEndpoint(gw, "embeddings", "/embeddings"),
     }
     routes = [
+        # FastPath answers their POSTs; Starlette still routes them for the 405 on other methods.
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in proxied.items()),
         Route("/v1/models", ep.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", ep.get_model, methods=["GET"]),

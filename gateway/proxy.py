@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 _MAX_ERROR_BODY = 1 << 20
 # Upstream response headers worth passing on; everything else is the gateway's business.
 _PASS_HEADERS = frozenset(
-    {"openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"}
+    {b"openai-processing-ms", b"openai-version", b"retry-after", b"retry-after-ms"}
 )
 
 
@@ -113,7 +113,7 @@ class ProxyEndpoint:
         headers = gateway_headers(ctx, content_type.encode() if content_type else default_type)
         for key, value in upstream.headers.raw:
             name = key.lower()
-            if name.decode("latin-1") in _PASS_HEADERS:
+            if name in _PASS_HEADERS:
                 headers.append((name, value))
         return headers
 

@@ -83,15 +83,17 @@ async def client(request: pytest.FixtureRequest, gateway: GatewayProcess) -> Asy
 
 
 async def chat_error(
-    client: Any, exc_class: type[openai.APIStatusError], fake: dict[str, Any], **kwargs: Any
+    client: Any,
+    exc_class: type[openai.APIStatusError],
+    fake: dict[str, Any] | None = None,
+    model: str = "gpt-4o-mini",
+    **kwargs: Any,
 ) -> Any:
-    """The exception a chat call raises when the fake upstream is told to misbehave."""
+    """The exception a chat call raises (the fake upstream told to misbehave, if `fake`)."""
+    if fake is not None:
+        kwargs["extra_body"] = {"fake": fake}
     with pytest.raises(exc_class) as info:
-        await call(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=user(), extra_body={"fake": fake}, **kwargs
-            )
-        )
+        await call(client.chat.completions.create(model=model, messages=user(), **kwargs))
     return info.value
 
 
@@ -505,9 +507,7 @@ async def test_wrong_key(gateway: GatewayProcess, fake_upstream: FakeUpstream) -
 
 
 async def test_unknown_model(client: Any) -> None:
-    with pytest.raises(openai.NotFoundError) as info:
-        await call(client.chat.completions.create(model="gpt-99-ultra", messages=user()))
-    exc = info.value
+    exc = await chat_error(client, openai.NotFoundError, model="gpt-99-ultra")
     assert exc.status_code == 404
     assert exc.code == "model_not_found"
     body = error_body(exc)
@@ -609,9 +609,7 @@ async def test_upstream_auth_failure_is_a_gateway_fault(
 
 
 async def test_dead_provider(client: Any) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        await call(client.chat.completions.create(model="dead-model", messages=user()))
-    exc = info.value
+    exc = await chat_error(client, openai.InternalServerError, model="dead-model")
     assert exc.status_code == 503
     assert exc.code == "provider_unavailable"
     body = error_body(exc)

@@ -20,10 +20,12 @@ class Stage(Protocol):
     async def __call__(self, ctx: RequestContext) -> None: ...
 
 
-def build_chain(config: GatewayConfig, catalog: ModelCatalog) -> list[Stage]:
+def build_chain(
+    config: GatewayConfig, catalog: ModelCatalog, auth: AuthStage | None
+) -> list[Stage]:
     chain: list[Stage] = []
-    if config.auth.api_keys:
-        chain.append(AuthStage(config.auth.api_keys))
+    if auth is not None:
+        chain.append(auth)
     chain.append(ParseStage(config.providers))
     chain.append(RouterStage(catalog))
     return chain
