@@ -148,18 +148,45 @@ def gateway(fake_upstream: FakeUpstream, workdir: Path) -> Iterator[GatewayProce
     gw.process.stop()
 
 
+_LOCAL_LLM: list[llm_server.Server] = []  # the running server, for the per-test check
+
+
 @pytest.fixture(scope="session")
 def local_llm(workdir: Path) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with Gemma 3 270M: the Ollama stand-in."""
     require(llm_server.available())
     port = free_port()
-    proc = llm_server.start(port, log_path=workdir / f"llama-{port}.log")
-    url = f"http://127.0.0.1:{port}"
+    log_path = workdir / f"llama-{port}.log"
+    server = llm_server.Server(llm_server.start(port, log_path=log_path),
+                               f"http://127.0.0.1:{port}", log_path)  # fmt: skip
     try:
-        llm_server.wait_ready(url, timeout=120, proc=proc)
-        yield url
+        try:
+            llm_server.wait_ready(server.url, timeout=120, proc=server.proc, log_path=log_path)
+            llm_server.warm_up(server)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+        _LOCAL_LLM.append(server)
+        yield server.url
     finally:
-        llm_server.stop(proc)
+        _LOCAL_LLM.clear()
+        llm_server.stop(server.proc)
+
+
+def _local_llm_death() -> str | None:
+    return _LOCAL_LLM[0].death() if _LOCAL_LLM else None
+
+
+@pytest.fixture(autouse=True)
+def _local_llm_alive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the local LLM server says so in one line if the server died."""
+    uses = "local_llm" in request.fixturenames
+    death = _local_llm_death() if uses else None
+    if death:
+        pytest.fail(f"(before this test) {death}", pytrace=False)
+    yield
+    death = _local_llm_death() if uses else None
+    if death:
+        pytest.fail(death, pytrace=False)
 
 
 @pytest.fixture
