@@ -18,12 +18,15 @@ from gateway.asgi import RequestIdMiddleware
 from gateway.catalog import ModelCatalog
 from gateway.chain import build_chain
 from gateway.chain.auth import AuthStage
+from gateway.chain.limits import LimitStage
 from gateway.config import GatewayConfig, load_config
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.observability import Metrics, configure_logging, get_logger
+from gateway.pricing import Pricing
 from gateway.providers import build_providers
 from gateway.proxy import ProxyEndpoint, access_fields
+from gateway.stores import build_store
 
 
 class Gateway:
@@ -32,14 +35,17 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.catalog = ModelCatalog.from_config(config)
-        # One AuthStage: the chain's first stage, also asked by /v1/models.
-        self.auth = AuthStage(config.auth.api_keys) if config.auth.api_keys else None
-        self.chain = build_chain(config, self.catalog, self.auth)
         self.providers = build_providers(config)
         self.metrics = Metrics()
         self.log = get_logger()
         self._known_models = {m for models in self.catalog.providers.values() for m in models}
         self.redis = redis_client(config.state.redis_url)
+        self.store = build_store(self.redis, config.state.key_prefix)
+        self.pricing = Pricing(config)
+        # One AuthStage: the chain's first stage, also asked by /v1/models and /admin.
+        self.auth = AuthStage(config.auth)
+        self.limits = LimitStage(config, self.store, self.pricing, self.metrics, self.log)
+        self.chain = build_chain(config, self.catalog, self.auth, self.limits)
 
     def finish(self, ctx: RequestContext) -> None:
         """After the last byte: metrics and one access log event."""
@@ -48,6 +54,8 @@ class Gateway:
         model = ctx.model if ctx.model in self._known_models else "other"
         m = self.metrics
         m.requests.labels(ctx.endpoint, provider, model, f"{ctx.status // 100}xx").inc()
+        if ctx.error_code in _REJECTIONS:
+            m.rejections.labels(_REJECTIONS[ctx.error_code]).inc()
         m.latency.labels(ctx.endpoint, provider).observe(now - ctx.started)
         if ctx.first_byte_at is not None:
             m.ttfb.labels(ctx.endpoint, provider).observe(ctx.first_byte_at - ctx.started)
@@ -66,13 +74,26 @@ class Gateway:
             await self.redis.aclose()
 
 
+_REJECTIONS = {
+    "invalid_api_key": "invalid_api_key",
+    "model_not_allowed": "model_not_allowed",
+    "rate_limit_exceeded": "rate_limited",
+    "insufficient_quota": "budget_exceeded",
+    "state_unavailable": "state_unavailable",
+}
+
+
 def redis_client(url: str) -> Any:
-    """The shared-state connection pool, or None for in-memory state."""
+    """The shared-state connection pool, or None for in-memory state.
+
+    Short timeouts: admission waits on Redis, so a hung Redis must fail fast and let
+    state.on_redis_error decide.
+    """
     if not url:
         return None
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
 
 
 def create_app(config: GatewayConfig) -> ASGIApp:
@@ -83,8 +104,8 @@ def create_app(config: GatewayConfig) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log = gw.log
-        if gw.auth is None:
-            log.warning("auth_disabled", reason="GATEWAY_API_KEYS is empty: any client may call")
+        if not gw.auth.enabled:
+            log.info("auth_disabled", reason="no auth.api_keys or auth.keys: any client may call")
         for name, provider in gw.providers.items():
             if provider.missing:
                 log.warning("provider_unconfigured", provider=name, reason=provider.missing)
@@ -109,6 +130,7 @@ def create_app(config: GatewayConfig) -> ASGIApp:
         Route("/healthz", ep.healthz, methods=["GET"]),
         Route("/readyz", ep.readyz, methods=["GET"]),
         Route("/metrics", ep.metrics, methods=["GET"]),
+        Route("/admin/usage", ep.admin_usage, methods=["GET"]),
     ]  # fmt: skip
     handlers: dict[Any, Any] = {
         HTTPException: endpoints.http_exception,

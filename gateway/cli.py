@@ -1,8 +1,10 @@
-"""Command line: `gateway serve` and `gateway check-config`."""
+"""Command line: `gateway serve`, `gateway check-config` and `gateway hash-key`."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
 import os
 import sys
 from typing import Any
@@ -41,7 +43,14 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.observability import configure_logging, get_logger
 
     configure_logging(config.logging)
-    get_logger().info("listening", url=f"http://{host}:{port}", workers=workers, config=args.config)
+    log = get_logger()
+    if not (config.auth.api_keys or config.auth.keys) and not is_loopback(host):
+        log.warning(
+            "auth_off_on_network",
+            message=f"auth is off and the gateway listens on {host}: anyone who can reach "
+            "it may call it; set GATEWAY_API_KEYS or auth.keys",
+        )
+    log.info("listening", url=f"http://{host}:{port}", workers=workers, config=args.config)
     if workers > 1:
         os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
         uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)
@@ -49,6 +58,23 @@ def serve(args: argparse.Namespace) -> int:
         from gateway.app import create_app
 
         uvicorn.run(create_app(config), **options)
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def hash_key(args: argparse.Namespace) -> int:
+    """Print the sha256 of a key read from stdin, for auth.keys[].sha256."""
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("gateway hash-key: no key on stdin (echo -n KEY | gateway hash-key)", file=sys.stderr)
+        return 1
+    print(hashlib.sha256(key.encode()).hexdigest())
     return 0
 
 
@@ -78,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check-config", help="validate a config file and print it resolved")
     c.add_argument("path", nargs="?", default=_default_config())
     c.set_defaults(func=check_config)
+    h = sub.add_parser("hash-key", help="read a key on stdin, print its sha256 for auth.keys")
+    h.set_defaults(func=hash_key)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

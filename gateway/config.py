@@ -6,6 +6,7 @@ Unknown keys and wrong types are errors, reported with their key path and line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import types
@@ -17,7 +18,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SECRET_KEYS = frozenset({"api_key", "api_keys", "redis_url"})
+SECRET_KEYS = frozenset({"api_key", "api_keys", "admin_keys", "redis_url"})
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,64 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class KeyConfig:
+    """A virtual key: known by the sha256 of the key, never the key itself."""
+
+    name: str
+    sha256: str
+    tier: str = ""  # empty: auth.default_tier
+    team: str = ""
+    models: tuple[str, ...] = ()  # allow-list; empty allows every model
+    monthly_budget_usd: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AuthConfig:
-    # Client keys accepted as `Authorization: Bearer <key>`; empty means auth is off.
+    # Plain client keys (`Authorization: Bearer <key>` or `api-key: <key>`); with no keys
+    # here and none in `keys`, auth is off.
     api_keys: tuple[str, ...] = ()
+    keys: tuple[KeyConfig, ...] = ()
+    default_tier: str = "unlimited"
+    admin_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """Limits per key; an absent limit is unlimited."""
+
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class ProviderLimitConfig:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Completion tokens reserved when a request sets no max_tokens / max_completion_tokens.
+    default_completion_tokens: int = 1024
+    # A concurrency lease lapses after this long, so a crashed replica cannot hold it.
+    lease_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    monthly_budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    """USD per 1M tokens."""
+
+    input_per_1m: float
+    output_per_1m: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +102,9 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class StateConfig:
     redis_url: str = ""
+    # Redis unreachable: `allow` serves without limits (logged, counted), `deny` answers 503.
+    on_redis_error: Literal["allow", "deny"] = "allow"
+    key_prefix: str = "llm-gateway:"  # every Redis key starts with it
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,11 @@ class GatewayConfig:
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tiers: dict[str, TierConfig] = field(default_factory=dict)
+    teams: dict[str, TeamConfig] = field(default_factory=dict)
+    provider_limits: dict[str, ProviderLimitConfig] = field(default_factory=dict)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pricing: dict[str, PriceConfig] = field(default_factory=dict)
 
 
 class ConfigError(Exception):
@@ -120,6 +185,8 @@ class _Builder:
         if origin is tuple:
             return self.sequence(get_args(tp)[0], node, path)
         if origin in (Union, types.UnionType):
+            if _is_null(node) and type(None) in get_args(tp):
+                return None  # an explicit null: the default (None) stands
             return self.build(next(a for a in get_args(tp) if a is not type(None)), node, path)
         if not isinstance(node, yaml.ScalarNode):
             self.fail(path, node, f"expected {_type_name(tp)}, got a {_node_kind(node)}")
@@ -210,6 +277,10 @@ class _Builder:
         return None
 
 
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null") and node.style is None
+
+
 def _all_defaulted(cls: Any) -> bool:
     return all(
         f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
@@ -284,9 +355,67 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
         for key, value in dataclasses.asdict(p.timeouts).items():
             if value <= 0:
                 errors.append(f"{where}.timeouts.{key}: must be positive, got {value}")
+    errors.extend(_check_policy(config))
     if models:
         errors.extend(ModelCatalog.from_config(config).problems())
     return [_with_line(e, lines) for e in errors]
+
+
+def _positive(where: str, value: float | None) -> list[str]:
+    return [f"{where}: must be positive, got {value}"] if value is not None and value <= 0 else []
+
+
+def _check_policy(config: GatewayConfig) -> list[str]:
+    """Keys, tiers, teams, limits and prices: every reference resolves, every digest is unique."""
+    errors: list[str] = []
+    auth = config.auth
+    tiers = config.tiers
+    for name, tier in tiers.items():
+        for setting, value in dataclasses.asdict(tier).items():
+            errors += _positive(f"tiers.{name}.{setting}", value)
+    if auth.default_tier not in tiers and auth.default_tier != "unlimited":
+        errors.append(
+            f"auth.default_tier: unknown tier {auth.default_tier!r} "
+            f"(tiers: {', '.join(tiers) or 'none'}; 'unlimited' needs no entry)"
+        )
+    seen: dict[str, str] = {}
+    names: set[str] = set()
+    for plain in auth.api_keys:
+        seen.setdefault(hashlib.sha256(plain.encode()).hexdigest(), "auth.api_keys")
+    for i, key in enumerate(auth.keys):
+        where = f"auth.keys[{i}]"
+        label = f"{where} ({key.name!r})"
+        digest = key.sha256.strip().lower()
+        if not key.name:
+            errors.append(f"{where}.name: must not be empty")
+        elif key.name in names:
+            errors.append(f"{where}.name: {key.name!r} is used by another key")
+        names.add(key.name)
+        if not _HEX64.match(digest):
+            errors.append(
+                f"{where}.sha256: {label} must be the 64-hex-digit sha256 of the key "
+                "(`gateway hash-key` prints it)"
+            )
+        elif digest in seen:
+            errors.append(f"{where}.sha256: {label} has the same digest as {seen[digest]}")
+        else:
+            seen[digest] = label
+        if key.tier and key.tier not in tiers and key.tier != "unlimited":
+            errors.append(f"{where}.tier: {label} names unknown tier {key.tier!r}")
+        errors += _positive(f"{where}.monthly_budget_usd", key.monthly_budget_usd)
+    for name, team in config.teams.items():
+        errors += _positive(f"teams.{name}.monthly_budget_usd", team.monthly_budget_usd)
+    for name, limit in config.provider_limits.items():
+        if name not in config.providers:
+            errors.append(f"provider_limits.{name}: no provider is called {name!r}")
+        for setting, value in dataclasses.asdict(limit).items():
+            errors += _positive(f"provider_limits.{name}.{setting}", value)
+    for name, price in config.pricing.items():
+        if price.input_per_1m < 0 or price.output_per_1m < 0:
+            errors.append(f"pricing.{name}: prices must not be negative")
+    errors += _positive("limits.default_completion_tokens", config.limits.default_completion_tokens)
+    errors += _positive("limits.lease_seconds", config.limits.lease_seconds)
+    return errors
 
 
 def _with_line(error: str, lines: dict[str, int]) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from gateway.chain.auth import Principal
+    from gateway.stores import Admission
 
 
 @dataclass(slots=True)
@@ -20,6 +24,7 @@ class RequestContext:
     body_changed: bool = False
     stream: bool = False
     principal: str = "-"  # the client key's name, never the key itself
+    key: Principal | None = None
     requested_model: str = ""
     routing_preferences: dict[str, Any] | None = None
     provider: str = ""
@@ -28,6 +33,14 @@ class RequestContext:
     first_byte_at: float | None = None
     usage: dict[str, Any] | None = None
     error_code: str | None = None
+    # Limits and spend: the admission to settle, its reservation, the response's cost.
+    admission: Admission | None = None
+    reserved_tokens: int = 0
+    lease_id: str = ""
+    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cost_usd: float | None = None
+    # The gateway asked the upstream for stream usage; the client did not.
+    strip_stream_usage: bool = False
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -14,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.catalog import Target
-from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, NotFound
+from gateway.chain.limits import month_now
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    StateUnavailable,
+)
+from gateway.stores import NANO, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -26,6 +34,30 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: GatewayError) -> Response:
     return json_response(exc.to_dict(), exc.status, exc.headers)
+
+
+def credentials(request: Request) -> tuple[bytes | None, bytes | None]:
+    """The raw Authorization and api-key headers (bytes, as the chain sees them)."""
+    headers = request.headers
+    authorization, api_key = headers.get("authorization"), headers.get("api-key")
+    return (
+        None if authorization is None else authorization.encode("latin-1"),
+        None if api_key is None else api_key.encode("latin-1"),
+    )
+
+
+def usage_row(row: dict[str, int], budget: float | None) -> dict[str, Any]:
+    spend = row["cost_nano"] / NANO
+    return {
+        "requests": row["requests"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["prompt_tokens"] + row["completion_tokens"],
+        "spend_usd": round(spend, 9),
+        "unpriced_requests": row["unpriced"],
+        "monthly_budget_usd": budget,
+        "budget_left_usd": None if budget is None else round(max(budget - spend, 0.0), 9),
+    }
 
 
 def _model(model_id: str, owner: str) -> dict[str, Any]:
@@ -40,8 +72,37 @@ class Endpoints:
         self._discovered = SimpleMemoryCache()
 
     async def _authenticate(self, request: Request) -> None:
-        if self.gw.auth is not None:
-            self.gw.auth.principal(request.headers.get("authorization", "").encode() or None)
+        self.gw.auth.authenticate(*credentials(request))
+
+    async def admin_usage(self, request: Request) -> Response:
+        """This month's requests, tokens, spend and budget left, per key and per team."""
+        auth = self.gw.auth
+        auth.authenticate_admin(*credentials(request))
+        config = self.gw.config
+        keys = auth.principals() if auth.enabled else [auth.anonymous]
+        teams = sorted({k.team for k in keys if k.team} | set(config.teams))
+        month = month_now()
+        scopes = [f"key:{k.name}" for k in keys] + [f"team:{t}" for t in teams]
+        try:
+            rows = await self.gw.store.usage(scopes, month)
+        except StoreUnavailable as exc:
+            self.gw.metrics.redis_errors.labels("usage").inc()
+            raise StateUnavailable(f"Usage is kept in Redis, which is unreachable: {exc}") from None
+        team_budgets = {t: config.teams[t].monthly_budget_usd for t in config.teams}
+        return json_response(
+            {
+                "object": "usage",
+                "month": month,
+                "keys": [
+                    {"name": k.name, "tier": k.tier, "team": k.team or None}
+                    | usage_row(rows[f"key:{k.name}"], k.monthly_budget_usd)
+                    for k in keys
+                ],
+                "teams": [
+                    {"name": t} | usage_row(rows[f"team:{t}"], team_budgets.get(t)) for t in teams
+                ],
+            }
+        )
 
     async def list_models(self, request: Request) -> Response:
         await self._authenticate(request)

@@ -74,6 +74,35 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(GatewayError):
+    status = 403
+    code = "permission_denied"
+
+
+class ModelNotAllowed(GatewayError):
+    status = 403
+    code = "model_not_allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(GatewayError):
+    """A monthly budget is spent (OpenAI's own code for an exhausted quota)."""
+
+    status = 429
+    code = "insufficient_quota"
+
+
+class StateUnavailable(GatewayError):
+    """Shared state (Redis) is down and state.on_redis_error is `deny`."""
+
+    status = 503
+    code = "state_unavailable"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"

@@ -79,3 +79,51 @@ class Metrics:
             ["provider", "model", "type"],
             registry=r,
         )
+        self.rejections = Counter(
+            "gateway_rejections",
+            "Requests refused by policy, by reason: invalid_api_key, model_not_allowed, "
+            "rate_limited, budget_exceeded, state_unavailable.",
+            ["reason"],
+            registry=r,
+        )
+        self.spend = Counter(
+            "gateway_spend_usd",
+            "Priced spend in USD, by key name and team ('-' for none).",
+            ["key", "team"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "gateway_key_tokens",
+            "Tokens by key name, team and type (prompt, completion).",
+            ["key", "team", "type"],
+            registry=r,
+        )
+        self.budget_used = Gauge(
+            "gateway_budget_used_ratio",
+            "Share of the monthly budget spent, by scope (key, team) and name.",
+            ["scope", "name"],
+            registry=r,
+        )
+        self.budget_alerts = Counter(
+            "gateway_budget_alerts",
+            "Budgets crossing 80 % (budget_warning) and 100 % (budget_exhausted).",
+            ["scope", "name", "event"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "gateway_unpriced_requests",
+            "Responses from a cloud model with no price in `pricing:` (cost unknown).",
+            ["provider"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "gateway_redis_errors",
+            "Shared-state (Redis) failures, by operation (admit, settle, usage).",
+            ["op"],
+            registry=r,
+        )
+        self.usage_dropped = Counter(
+            "gateway_usage_dropped",
+            "Requests whose usage and spend could not be recorded (Redis down).",
+            registry=r,
+        )

@@ -19,7 +19,14 @@ from gateway.asgi import (
 )
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.wire import StreamTap, sse_error_event, upstream_error_body, usage_from_json
+from gateway.stores import NANO
+from gateway.wire import (
+    StreamTap,
+    UsageStripper,
+    sse_error_event,
+    upstream_error_body,
+    usage_from_json,
+)
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -37,6 +44,11 @@ def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[byte
     if ctx.provider:
         headers.append((b"x-gateway-provider", ctx.provider.encode()))
         headers.append((b"x-gateway-model", ctx.model.encode()))
+    if ctx.limit_headers:
+        headers.extend(ctx.limit_headers)
+    if ctx.cost_usd is not None:
+        cost = f"{ctx.cost_usd:.9f}".rstrip("0").rstrip(".")
+        headers.append((b"x-gateway-cost-usd", cost.encode()))
     return headers
 
 
@@ -83,7 +95,15 @@ class ProxyEndpoint:
             ctx.status = 500
         finally:
             gw.metrics.in_flight.dec()
+            await self._settle(ctx)
             gw.finish(ctx)
+
+    async def _settle(self, ctx: RequestContext) -> None:
+        """Tokens, lease, usage and spend; after the last byte, so the client never waits."""
+        try:
+            await self.gateway.limits.settle(ctx)
+        except Exception:  # accounting must never turn a served request into an error
+            self.gateway.log.exception("settle_failed", request_id=ctx.request_id)
 
     async def forward(self, ctx: RequestContext, provider: Provider, send: Send) -> None:
         upstream = await self._send_upstream(ctx, provider)
@@ -124,11 +144,14 @@ class ProxyEndpoint:
             body = await upstream.aread()
         except httpx.HTTPError as exc:
             raise self._upstream_failed(provider, exc) from None
+        ctx.usage = usage_from_json(body)
+        nano = self.gateway.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
+        if nano is not None:
+            ctx.cost_usd = nano / NANO
         headers = self._response_headers(ctx, upstream, b"application/json")
         ctx.status = upstream.status_code
         ctx.first_byte_at = time.perf_counter()
         await send_response(send, upstream.status_code, body, headers)
-        ctx.usage = usage_from_json(body)
 
     async def _relay_error(
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
@@ -167,13 +190,21 @@ class ProxyEndpoint:
         ctx.status = upstream.status_code
         await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
         tap = StreamTap()
+        strip = UsageStripper() if ctx.strip_stream_usage else None
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.aiter_raw():
+                if strip is not None:
+                    chunk = strip.feed(chunk)
+                    if not chunk:
+                        continue
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
+            if strip is not None and (rest := strip.flush()):
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
+                tap.feed(rest)
         except httpx.HTTPError as exc:
             failure = self._upstream_failed(provider, exc)
         if failure is None and not tap.ended_cleanly:
@@ -188,7 +219,7 @@ class ProxyEndpoint:
             ctx.error_code = failure.code
             tail = (b"\n\n" if tap.ends_mid_event else b"") + sse_error_event(failure.to_dict())
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-        ctx.usage = tap.usage
+        ctx.usage = tap.usage or (strip.usage if strip is not None else None)
 
     def _upstream_failed(self, provider: Provider, exc: BaseException) -> GatewayError:
         error = provider.failure(exc)
@@ -213,4 +244,7 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "ttfb_ms": round((ttfb - ctx.started) * 1000, 2) if ttfb else None,
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
+        "tier": ctx.key.tier if ctx.key else None,
+        "team": (ctx.key.team or None) if ctx.key else None,
+        "cost_usd": ctx.cost_usd,
     }

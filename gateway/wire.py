@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -170,6 +171,69 @@ class StreamTap:
     @property
     def ends_mid_event(self) -> bool:
         return bool(self._tail) and not self._tail.endswith(b"\n\n")
+
+
+_EVENT_SPLIT = re.compile(rb"(\r?\n\r?\n)")
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+_MAX_PARTIAL = 1 << 20
+
+
+class UsageStripper:
+    """Takes out of a stream what the gateway's own `include_usage` added to it.
+
+    Whole events pass as soon as they are complete (a client cannot use half an event
+    anyway): the `"usage":null` field is removed from every chunk, and the final usage
+    event (`"choices":[]`) is kept here as `usage` instead of being sent.
+    """
+
+    __slots__ = ("_partial", "usage")
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._partial + chunk if self._partial else chunk
+        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        if not cut:
+            if len(data) > _MAX_PARTIAL:  # not SSE as we know it: let it through
+                self._partial = b""
+                return data
+            self._partial = data
+            return b""
+        self._partial = data[cut:]
+        complete = data[:cut]
+        if b'"usage"' not in complete:
+            return complete
+        for null in _NULL_USAGE:
+            complete = complete.replace(null, b"")
+        if b'"usage"' not in complete:
+            return complete
+        parts = _EVENT_SPLIT.split(complete)
+        out: list[bytes] = []
+        for event, sep in zip(parts[::2], parts[1::2], strict=False):
+            kept = self._event(event) if b'"usage"' in event else event
+            if kept is not None:
+                out += (kept, sep)
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes | None:
+        prefix, _, payload = event.partition(b"data:")
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(data, dict) or not isinstance(data.get("usage"), dict):
+            return event
+        self.usage = data.pop("usage")
+        if data.get("choices") == []:
+            return None  # the usage-only event the client did not ask for
+        return prefix + b"data: " + orjson.dumps(data)
+
+    def flush(self) -> bytes:
+        rest, self._partial = self._partial, b""
+        return rest
 
 
 def upstream_error_body(status: int, raw: bytes, provider: str) -> dict[str, Any]:

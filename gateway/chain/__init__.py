@@ -10,6 +10,7 @@ from typing import Protocol
 
 from gateway.catalog import ModelCatalog
 from gateway.chain.auth import AuthStage
+from gateway.chain.limits import LimitStage
 from gateway.chain.parse import ParseStage
 from gateway.chain.router import RouterStage
 from gateway.config import GatewayConfig
@@ -21,14 +22,10 @@ class Stage(Protocol):
 
 
 def build_chain(
-    config: GatewayConfig, catalog: ModelCatalog, auth: AuthStage | None
+    config: GatewayConfig, catalog: ModelCatalog, auth: AuthStage, limits: LimitStage
 ) -> list[Stage]:
-    chain: list[Stage] = []
-    if auth is not None:
-        chain.append(auth)
-    chain.append(ParseStage(config.providers))
-    chain.append(RouterStage(catalog))
-    return chain
+    """auth → parse → router → limits (limits need the routed provider)."""
+    return [auth, ParseStage(config.providers), RouterStage(catalog), limits]
 
 
 __all__ = ["Stage", "build_chain"]

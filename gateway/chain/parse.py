@@ -8,6 +8,22 @@ from gateway.context import RequestContext
 from gateway.wire import check_request, parse_body, pop_routing_preferences
 
 
+def ask_for_stream_usage(ctx: RequestContext) -> None:
+    """Spend and token limits need a stream's usage: ask for it if the client did not.
+
+    The relay then removes the usage event (and the `"usage":null` it adds to every
+    chunk) from what the client receives, so the client's stream is unchanged.
+    """
+    options = ctx.body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return
+    if options is not None and not isinstance(options, dict):
+        return  # not ours to fix: the upstream answers it
+    ctx.body["stream_options"] = {**(options or {}), "include_usage": True}
+    ctx.body_changed = True
+    ctx.strip_stream_usage = True
+
+
 class ParseStage:
     def __init__(self, providers: Iterable[str]) -> None:
         self.providers = tuple(providers)
@@ -18,6 +34,8 @@ class ParseStage:
         ctx.body = body
         ctx.requested_model = body["model"]
         ctx.stream = body.get("stream") is True
+        if ctx.stream and ctx.endpoint != "embeddings":
+            ask_for_stream_usage(ctx)
         if "routing_preferences" in body:
             ctx.routing_preferences = pop_routing_preferences(body, self.providers)
             ctx.body_changed = True
