@@ -8,6 +8,7 @@ A later stage joins the table with one more entry in CONTENDERS, for example
 from __future__ import annotations
 
 import copy
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from bench.procs import Process, free_port, start, wait_ready
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_SPEC = "litellm[proxy]==1.108.7"
 LITELLM_MASTER_KEY = "sk-bench-master"
+BENCH_KEY_SHA256 = hashlib.sha256(b"sk-bench").hexdigest()
 CHAT_PATH = "/v1/chat/completions"
 HOST = "127.0.0.1"
 
@@ -57,6 +59,26 @@ class Contender:
 CONTENDERS: list[Contender] = [
     Contender("direct", "direct", note="no gateway: the client calls the fake upstream"),
     Contender("gateway", "gateway", note="this gateway as shipped (aiohttp transport)"),
+    Contender(
+        "gateway+policy",
+        "gateway",
+        gateway_config={
+            "auth": {"keys": [{"name": "bench", "sha256": BENCH_KEY_SHA256, "tier": "bench"}]},
+            # Limits that never refuse, so every request pays for the full admission and
+            # settlement: three windows, a token budget and a concurrency lease.
+            "tiers": {
+                "bench": {
+                    "requests_per_minute": 10**9,
+                    "requests_per_hour": 10**9,
+                    "tokens_per_minute": 10**12,
+                    "max_concurrent": 100_000,
+                }
+            },
+            "pricing": {"gpt-4o-mini": {"input_per_1m": 0.15, "output_per_1m": 0.6}},
+        },
+        headers={"Authorization": "Bearer sk-bench"},
+        note="a virtual key with rate, token and concurrency limits, priced (in memory)",
+    ),
     Contender(
         "gateway-httpx",
         "gateway",

@@ -50,7 +50,7 @@ def windows_of(limits: Any) -> tuple[Window, ...]:
     for name, seconds in _WINDOWS:
         value = getattr(limits, name, None)
         if value is not None:
-            out.append(Window(name, seconds, value))
+            out.append(Window(name, seconds, value, tokens=name.startswith("tokens")))
     return tuple(out)
 
 
@@ -66,8 +66,16 @@ def duration(ms: int) -> str:
     return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
 
 
+_month: list[Any] = [0.0, ""]  # (valid until, "YYYY-MM"): strftime costs more than a lookup
+
+
 def month_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m")
+    """This UTC month, "YYYY-MM": spend and budgets renew when it changes."""
+    now = time.time()
+    if now >= _month[0]:
+        _month[1] = datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+        _month[0] = now + 1.0
+    return str(_month[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,7 @@ class LimitStage:
         self.lease_ms = int(config.limits.lease_seconds * 1000)
         self._plans: dict[tuple[str, str], Plan] = {}
         self._unpriced_logged: set[tuple[str, str]] = set()
+        self._metric_children: dict[str, Any] = {}  # bounded: key names and budget scopes
         self._last_error_log = 0.0
 
     # ------------------------------------------------------------------ admission
@@ -265,21 +274,38 @@ class LimitStage:
             self.metrics.usage_dropped.inc()
             self._store_failed("settle", exc)
             return
-        m = self.metrics
-        team = key.team or "-"
+        spend, prompt_tokens, completion_tokens = self._key_metrics(key)
         if nano:
-            m.spend.labels(key.name, team).inc(nano / NANO)
-        for kind, value in (("prompt", prompt), ("completion", completion)):
-            if value:
-                m.key_tokens.labels(key.name, team, kind).inc(value)
+            spend.inc(nano / NANO)
+        if prompt:
+            prompt_tokens.inc(prompt)
+        if completion:
+            completion_tokens.inc(completion)
         for budget in plan.budgets:
             after = spent.get(budget.scope)
             if after is not None:
                 self._watch_budget(budget, after - (nano or 0), after)
 
+    def _key_metrics(self, key: Principal) -> tuple[Any, Any, Any]:
+        """The key's labelled counters, looked up once (labels() costs a few µs a call)."""
+        found = self._metric_children.get(key.name)
+        if found is None:
+            m, team = self.metrics, key.team or "-"
+            found = self._metric_children[key.name] = (
+                m.spend.labels(key.name, team),
+                m.key_tokens.labels(key.name, team, "prompt"),
+                m.key_tokens.labels(key.name, team, "completion"),
+            )
+        return found
+
     def _watch_budget(self, budget: Budget, before: int, after: int) -> None:
         kind, _, name = budget.scope.partition(":")
-        self.metrics.budget_used.labels(kind, name).set(after / budget.limit_nano)
+        gauge = self._metric_children.get(budget.scope)
+        if gauge is None:
+            gauge = self._metric_children[budget.scope] = self.metrics.budget_used.labels(
+                kind, name
+            )
+        gauge.set(after / budget.limit_nano)
         for mark, event in ((_WARN_AT, "budget_warning"), (1.0, "budget_exhausted")):
             line = budget.limit_nano * mark
             if before < line <= after:  # exactly one replica sees each crossing

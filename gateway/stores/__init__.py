@@ -20,10 +20,7 @@ class Window:
     field: str  # e.g. "requests_per_minute"; also the message's wording
     seconds: int
     limit: int
-
-    @property
-    def tokens(self) -> bool:
-        return self.field.startswith("tokens")
+    tokens: bool = False  # counts tokens, not requests
 
 
 @dataclass(frozen=True, slots=True)
