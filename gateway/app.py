@@ -53,12 +53,17 @@ class Gateway:
         provider = ctx.provider or "none"
         model = ctx.model if ctx.model in self._known_models else "other"
         m = self.metrics
-        m.requests.labels(ctx.endpoint, provider, model, f"{ctx.status // 100}xx").inc()
+        stream = "true" if ctx.stream else "false"
+        status = "499" if ctx.status == 499 else f"{ctx.status // 100}xx"
+        m.requests.labels(ctx.endpoint, provider, model, stream, status).inc()
         if ctx.error_code in _REJECTIONS:
             m.rejections.labels(_REJECTIONS[ctx.error_code]).inc()
-        m.latency.labels(ctx.endpoint, provider).observe(now - ctx.started)
+        m.latency.labels(ctx.endpoint, provider, stream).observe(now - ctx.started)
         if ctx.first_byte_at is not None:
-            m.ttfb.labels(ctx.endpoint, provider).observe(ctx.first_byte_at - ctx.started)
+            m.ttfb.labels(ctx.endpoint, provider, stream).observe(ctx.first_byte_at - ctx.started)
+        if ctx.upstream_started is not None:
+            waited = (ctx.upstream_done or now) - ctx.upstream_started
+            m.upstream_latency.labels(ctx.endpoint, provider, stream).observe(waited)
         if ctx.usage:
             for kind in ("prompt_tokens", "completion_tokens"):
                 value = ctx.usage.get(kind)

@@ -29,6 +29,8 @@ class ServerConfig:
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     readiness_cache_seconds: float = 5.0
+    # /readyz shows upstream URLs and errors to anyone; else only to an admin key.
+    expose_details: bool = False
 
 
 @dataclass(frozen=True)

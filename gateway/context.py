@@ -31,6 +31,8 @@ class RequestContext:
     model: str = ""
     status: int = 0
     first_byte_at: float | None = None
+    upstream_started: float | None = None  # perf_counter() when the upstream call began
+    upstream_done: float | None = None  # ... and when its last byte was read
     usage: dict[str, Any] | None = None
     error_code: str | None = None
     # Limits and spend: the admission to settle, its reservation, the response's cost.

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.catalog import Target
+from gateway.catalog import AUTO, Target
 from gateway.chain.limits import month_now
 from gateway.errors import (
     GatewayError,
@@ -46,6 +46,30 @@ def credentials(request: Request) -> tuple[bytes | None, bytes | None]:
     )
 
 
+def routed_providers(gw: Gateway) -> frozenset[str]:
+    """Providers that count for readiness: where `auto` and the aliases go (mock: `auto` only)."""
+    catalog = gw.catalog
+    default = catalog.resolve(AUTO)
+    targets = [catalog.resolve(alias) for alias in catalog.aliases]
+    names = {
+        t.provider for t in targets if t is not None and gw.providers[t.provider].type != "mock"
+    }
+    if default is not None:
+        names.add(default.provider)
+    return frozenset(names)
+
+
+def readiness_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see: the status and ok/not-ok per part, no URLs, no error text."""
+    summary: dict[str, Any] = {
+        "status": report["status"],
+        "providers": {name: {"ok": p["ok"]} for name, p in report["providers"].items()},
+    }
+    if "redis" in report:
+        summary["redis"] = {"ok": report["redis"]["ok"]}
+    return summary
+
+
 def usage_row(row: dict[str, int], budget: float | None) -> dict[str, Any]:
     spend = row["cost_nano"] / NANO
     return {
@@ -70,6 +94,7 @@ class Endpoints:
         self._readiness: tuple[float, dict[str, Any]] | None = None
         self._readiness_lock = asyncio.Lock()
         self._discovered = SimpleMemoryCache()
+        self._routed = routed_providers(gateway)
 
     async def _authenticate(self, request: Request) -> None:
         self.gw.auth.authenticate(*credentials(request))
@@ -140,7 +165,20 @@ class Endpoints:
 
     async def readyz(self, request: Request) -> Response:
         report = await self.readiness()
-        return json_response(report, 200 if report["status"] == "ready" else 503)
+        status = 200 if report["status"] == "ready" else 503
+        if self.gw.config.server.expose_details or self._is_admin(request):
+            return json_response(report, status)
+        return json_response(readiness_summary(report), status)
+
+    def _is_admin(self, request: Request) -> bool:
+        authorization, api_key = credentials(request)
+        if authorization is None and api_key is None:
+            return False
+        try:
+            self.gw.auth.authenticate_admin(authorization, api_key)
+        except GatewayError:
+            return False
+        return True
 
     async def readiness(self) -> dict[str, Any]:
         ttl = self.gw.config.server.readiness_cache_seconds
@@ -151,11 +189,19 @@ class Endpoints:
             names = list(self.gw.providers)
             results = await asyncio.gather(*(self.gw.providers[n].probe() for n in names))
             providers = dict(zip(names, results, strict=True))
-            ready = any(r["ok"] for r in results)
+            for name, result in providers.items():
+                self.gw.metrics.provider_up.labels(name).set(1 if result["ok"] else 0)
+            # Ready means a real upstream that `auto` or an alias routes to is usable;
+            # the built-in mock counts only when it is what `auto` means.
+            ready = any(providers[n]["ok"] for n in self._routed)
             report: dict[str, Any] = {"status": "", "providers": providers}
             if self.gw.redis is not None:
                 report["redis"] = await self._probe_redis()
-                ready = ready and report["redis"]["ok"]
+                if not report["redis"]["ok"]:
+                    self.gw.metrics.redis_errors.labels("readiness").inc()
+                    # Only `deny` stops serving when Redis is down; with `allow` the
+                    # gateway still answers, so one Redis outage must not fail every pod.
+                    ready = ready and self.gw.config.state.on_redis_error != "deny"
             report["status"] = "ready" if ready else "unavailable"
             self._readiness = (time.monotonic(), report)
             return report

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import platform
 import sys
 from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from gateway.config import LoggingConfig
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Up to 300 s: a local model can stream that long.
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+)  # fmt: skip
 
 
 def configure_logging(cfg: LoggingConfig) -> None:
@@ -36,6 +49,13 @@ def configure_logging(cfg: LoggingConfig) -> None:
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("llm-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def get_logger() -> Any:
     return structlog.get_logger("gateway")
 
@@ -44,24 +64,49 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_*: CPU, memory, open file descriptors
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_*
+        Gauge(
+            "gateway_build_info",
+            "The gateway's version and Python; always 1.",
+            ["version", "python"],
+            registry=r,
+        ).labels(_version(), platform.python_version()).set(1)
         self.requests = Counter(
             "gateway_requests",
-            "Requests answered, by endpoint, provider, model and status class.",
-            ["endpoint", "provider", "model", "status"],
+            "Requests answered, by endpoint, provider, model, stream and status class "
+            "(499: the client hung up).",
+            ["endpoint", "provider", "model", "stream", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "gateway_request_duration_seconds",
             "Time from request to last byte sent.",
-            ["endpoint", "provider"],
+            ["endpoint", "provider", "stream"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.ttfb = Histogram(
             "gateway_time_to_first_byte_seconds",
             "Time from request to the first response byte sent.",
-            ["endpoint", "provider"],
+            ["endpoint", "provider", "stream"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent on the upstream call, from sending the request to its last byte "
+            "relayed (a stream's pace is the upstream's); the gateway's own time is the "
+            "request duration minus this.",
+            ["endpoint", "provider", "stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.provider_up = Gauge(
+            "gateway_provider_up",
+            "1 if the provider answered its last readiness probe, else 0.",
+            ["provider"],
             registry=r,
         )
         self.in_flight = Gauge(

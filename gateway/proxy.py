@@ -106,6 +106,7 @@ class ProxyEndpoint:
             self.gateway.log.exception("settle_failed", request_id=ctx.request_id)
 
     async def forward(self, ctx: RequestContext, provider: Provider, send: Send) -> None:
+        ctx.upstream_started = time.perf_counter()
         upstream = await self._send_upstream(ctx, provider)
         try:
             if upstream.status_code >= 400:
@@ -117,6 +118,7 @@ class ProxyEndpoint:
             else:
                 await self._relay_body(ctx, provider, upstream, send)
         finally:
+            ctx.upstream_done = time.perf_counter()
             await upstream.aclose()
 
     async def _send_upstream(self, ctx: RequestContext, provider: Provider) -> httpx.Response:

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 STRICT = os.environ.get("GATEWAY_TEST_STRICT") == "1"
 CLIENT_KEY = "test-key-1"
 UPSTREAM_KEY = "sk-upstream-secret"
+ADMIN_KEY = "test-admin-key"
 
 
 def require(reason: str | None) -> None:
@@ -110,7 +111,7 @@ def gateway_config(upstream: FakeUpstream, transport: str = "aiohttp") -> str:
     dead_port = free_port()  # nothing listens there
     return f"""
     server: {{max_body_bytes: 65536}}
-    auth: {{api_keys: "{CLIENT_KEY},test-key-2"}}
+    auth: {{api_keys: "{CLIENT_KEY},test-key-2", admin_keys: "{ADMIN_KEY}"}}
     logging: {{level: info, format: json}}
     providers:
       openai:

@@ -11,7 +11,14 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, FakeUpstream, GatewayProcess, run_process, start_gateway
+from tests.conftest import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    FakeUpstream,
+    GatewayProcess,
+    run_process,
+    start_gateway,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,8 +50,11 @@ def test_healthz_answers_without_upstream_calls(gateway: GatewayProcess) -> None
     assert response.headers["x-request-id"]
 
 
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def test_readyz_reports_each_provider(gateway: GatewayProcess, fake_upstream: FakeUpstream) -> None:
-    response = httpx.get(gateway.url + "/readyz")
+    response = httpx.get(gateway.url + "/readyz", headers=ADMIN)
     assert response.status_code == 200
     report = response.json()
     assert report["status"] == "ready"
@@ -67,12 +77,15 @@ def test_readyz_is_503_when_no_provider_is_usable(
           ollama: {{type: ollama, base_url: "http://127.0.0.1:9", models: [llama3.2]}}
           badkey: {{type: openai, base_url: "{fake_upstream.base_url}", api_key: sk-wrong}}
         routing: {{default_model: gpt-4o-mini}}
+        auth: {{admin_keys: {ADMIN_KEY}}}
         """,
         workdir,
     )
     try:
         response = httpx.get(gw.url + "/readyz")
         assert response.status_code == 503
+        assert response.json()["providers"]["badkey"] == {"ok": False}  # no detail for anyone
+        response = httpx.get(gw.url + "/readyz", headers=ADMIN)
         report = response.json()
         assert report["status"] == "unavailable"
         assert "no api_key" in report["providers"]["openai"]["error"]
@@ -130,7 +143,7 @@ def test_metrics_count_requests_with_bounded_labels(gateway: GatewayProcess) -> 
     httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers)
     text = httpx.get(gateway.url + "/metrics").text
     assert (
-        'gateway_requests_total{endpoint="chat",model="gpt-4o-mini",provider="openai",status="2xx"}'
+        'gateway_requests_total{endpoint="chat",model="gpt-4o-mini",provider="openai",status="2xx",stream="false"}'
         in text
     )
     assert 'model="other"' in text  # unconfigured model names never become labels
@@ -223,25 +236,128 @@ def redis_reason() -> str | None:
     return None
 
 
-def test_readyz_checks_redis_when_state_is_shared(workdir: Path) -> None:
+def test_readyz_follows_what_a_redis_outage_does_to_requests(workdir: Path) -> None:
+    """Redis down fails readiness only under on_redis_error: deny, which refuses requests."""
     from tests.conftest import require
 
     require(redis_reason())
     config = """
-        state: {redis_url: "${REDIS_URL}"}
+        state: {redis_url: "${REDIS_URL}", on_redis_error: "${ON_ERROR}"}
         providers: {mock: {type: mock, models: [demo]}}
+        auth: {admin_keys: test-admin-key}
     """
-    up = start_gateway(config, workdir, {"REDIS_URL": "redis://127.0.0.1:6379/0"})
-    down = start_gateway(config, workdir, {"REDIS_URL": "redis://:pw@127.0.0.1:9/0"})
+    dead = "redis://:pw@127.0.0.1:9/0"
+    up = start_gateway(
+        config, workdir, {"REDIS_URL": "redis://127.0.0.1:6379/0", "ON_ERROR": "deny"}
+    )
+    allow = start_gateway(config, workdir, {"REDIS_URL": dead, "ON_ERROR": "allow"})
+    deny = start_gateway(config, workdir, {"REDIS_URL": dead, "ON_ERROR": "deny"})
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
     try:
-        ok = httpx.get(up.url + "/readyz")
+        ok = httpx.get(up.url + "/readyz", headers=ADMIN)
         assert ok.status_code == 200 and ok.json()["redis"] == {"ok": True, "error": None}
-        bad = httpx.get(down.url + "/readyz")
-        assert bad.status_code == 503
-        assert bad.json()["redis"]["ok"] is False and "pw" not in bad.text
+        # allow: the gateway still serves, so it stays ready and says Redis is down.
+        assert httpx.post(allow.base_url + "/chat/completions", json=body).status_code == 200
+        report = httpx.get(allow.url + "/readyz")
+        assert report.status_code == 200 and report.json()["redis"] == {"ok": False}
+        detail = httpx.get(allow.url + "/readyz", headers=ADMIN)
+        assert detail.json()["redis"]["error"] and "pw" not in detail.text
+        metrics = httpx.get(allow.url + "/metrics").text
+        assert 'gateway_redis_errors_total{op="readiness"}' in metrics
+        # deny: requests are refused, so the pod is not ready.
+        assert httpx.post(deny.base_url + "/chat/completions", json=body).status_code == 503
+        assert httpx.get(deny.url + "/readyz").status_code == 503
     finally:
-        up.process.stop()
-        down.process.stop()
+        for gw in (up, allow, deny):
+            gw.process.stop()
+
+
+def test_readyz_counts_the_mock_only_when_it_is_the_default(workdir: Path) -> None:
+    gw = start_gateway(
+        """
+        providers:
+          ollama: {type: ollama, base_url: "http://127.0.0.1:9", models: [llama3.2]}
+          mock: {type: mock, models: [demo]}
+        aliases: {local: "ollama:llama3.2", demo-alias: demo}
+        routing: {default_model: local}
+        """,
+        workdir,
+    )
+    try:
+        response = httpx.get(gw.url + "/readyz")
+        assert response.status_code == 503  # the mock answers, but nothing real is usable
+        assert response.json() == {
+            "status": "unavailable",
+            "providers": {"ollama": {"ok": False}, "mock": {"ok": True}},
+        }
+        metrics = httpx.get(gw.url + "/metrics").text
+        assert 'gateway_provider_up{provider="ollama"} 0.0' in metrics
+        assert 'gateway_provider_up{provider="mock"} 1.0' in metrics
+    finally:
+        gw.process.stop()
+
+
+def test_readyz_details_for_admins_or_when_exposed(
+    workdir: Path, fake_upstream: FakeUpstream
+) -> None:
+    config = f"""
+        server: {{expose_details: "${{EXPOSE}}"}}
+        auth: {{api_keys: {CLIENT_KEY}, admin_keys: {ADMIN_KEY}}}
+        providers:
+          openai: {{type: openai, base_url: "{fake_upstream.base_url}", api_key: sk-wrong,
+                   models: [gpt-4o-mini]}}
+        routing: {{default_model: gpt-4o-mini}}
+    """
+    hidden = start_gateway(config, workdir, {"EXPOSE": "false"})
+    shown = start_gateway(config, workdir, {"EXPOSE": "true"})
+    try:
+        for headers in (
+            {},
+            {"authorization": f"Bearer {CLIENT_KEY}"},
+            {"authorization": "Bearer x"},
+        ):
+            body = httpx.get(hidden.url + "/readyz", headers=headers)
+            assert body.json()["providers"]["openai"] == {"ok": False}
+            assert fake_upstream.base_url not in body.text
+        admin = httpx.get(hidden.url + "/readyz", headers=ADMIN).json()
+        assert admin["providers"]["openai"]["base_url"] == fake_upstream.base_url
+        assert admin["providers"]["openai"]["error"] == "GET /models answered HTTP 401"
+        exposed = httpx.get(shown.url + "/readyz").json()
+        assert exposed["providers"]["openai"]["error"] == "GET /models answered HTTP 401"
+    finally:
+        hidden.process.stop()
+        shown.process.stop()
+
+
+def test_metrics_keep_the_process_collectors_and_build_info(gateway: GatewayProcess) -> None:
+    text = httpx.get(gateway.url + "/metrics").text
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "process_open_fds", "python_gc_collections_total", "python_info"):  # fmt: skip
+        assert f"\n{family}" in text, family
+    assert 'gateway_build_info{python="' in text and 'version="0.1.0"' in text
+
+
+def test_metrics_separate_upstream_time_and_label_streams(gateway: GatewayProcess) -> None:
+    def count(text: str, series: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    series = (
+        'gateway_upstream_duration_seconds_count{endpoint="chat",provider="openai",stream="true"}'
+    )
+    requests = 'gateway_requests_total{endpoint="chat",model="gpt-4o-mini",provider="openai",status="2xx",stream="true"}'
+    before = httpx.get(gateway.url + "/metrics").text
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    ))  # fmt: skip
+    assert chunks
+    after = httpx.get(gateway.url + "/metrics").text
+    assert count(after, series) == count(before, series) + 1
+    assert count(after, requests) == count(before, requests) + 1
+    assert 'le="300.0"' in after  # buckets reach the length of a long local stream
 
 
 def test_several_worker_processes_serve_the_same_config(workdir: Path) -> None:

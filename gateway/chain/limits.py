@@ -158,8 +158,8 @@ class LimitStage:
         if key is None:
             return
         plan = self.plan(key, ctx.provider)
-        if not plan.checks and not plan.budgets:
-            return
+        if not plan.checks and not plan.budgets and not self.deny_on_error:
+            return  # nothing to admit; under `deny` the store is asked anyway (it must answer)
         tokens = self.estimate_tokens(ctx) if plan.tokens else 0
         for check in plan.checks:
             for window in check.windows:
