@@ -78,6 +78,7 @@ def test_client_disconnect_closes_the_upstream_stream(
     gateway: GatewayProcess, fake_upstream: FakeUpstream, client_headers: dict[str, str]
 ) -> None:
     before = fake_upstream.stats()["cancelled_streams"]
+    hangups = hangup_count(gateway)
     body = chat(stream=True, fake={"chunks": 100, "interval_ms": 100})  # a 10 s stream
     url = gateway.base_url + "/chat/completions"
     with httpx.stream("POST", url, json=body, headers=client_headers) as response:
@@ -93,6 +94,15 @@ def test_client_disconnect_closes_the_upstream_stream(
     assert stats["open_streams"] == 0, stats
     metrics = httpx.get(gateway.url + "/metrics").text
     assert "gateway_in_flight_requests 0.0" in metrics  # nothing left running in the gateway
+    assert hangup_count(gateway) == hangups + 1  # counted as 499, not as a 4xx client error
+
+
+def hangup_count(gateway: GatewayProcess) -> float:
+    series = 'gateway_requests_total{endpoint="chat",model="gpt-4o-mini",provider="openai",status="499",stream="true"} '
+    for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+        if line.startswith(series):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_upstream_failure_mid_stream_ends_with_an_error_event(
