@@ -42,6 +42,7 @@ _WINDOWS = (
 )
 _PERIOD = {60: "minute", 3600: "hour", 86400: "day"}
 _WARN_AT = 0.8
+_NO_RETRY = {"x-should-retry": "false"}  # the openai SDKs obey it instead of retrying a 429
 
 
 def windows_of(limits: Any) -> tuple[Window, ...]:
@@ -67,6 +68,11 @@ def duration(ms: int) -> str:
 
 
 _month: list[Any] = [0.0, ""]  # (valid until, "YYYY-MM"): strftime costs more than a lookup
+
+
+def usd(nano: int) -> str:
+    """An amount for messages: 0.024 stays 0.024 (not 0.02), 25 stays 25."""
+    return f"{nano / NANO:.6f}".rstrip("0").rstrip(".")
 
 
 def month_now() -> str:
@@ -169,6 +175,7 @@ class LimitStage:
                         f"tokens, over the limit of {window.limit} tokens per minute. "
                         "Send a shorter prompt or a lower max_tokens.",
                         type="tokens",
+                        headers=dict(_NO_RETRY),  # it can never pass: SDKs must not retry it
                     )
         lease_id = uuid.uuid4().hex if plan.leases else ""
         try:
@@ -177,7 +184,9 @@ class LimitStage:
             )
         except StoreUnavailable as exc:
             self._store_failed("admit", exc)
-            return  # state.on_redis_error: allow
+            # state.on_redis_error: allow. Admitted without state, so settle still records it.
+            ctx.admission = Admission(True)
+            return
         if not admission.ok:
             raise self._refusal(admission)
         ctx.admission = admission
@@ -202,9 +211,10 @@ class LimitStage:
         budget = admission.refused_budget
         if budget is not None:
             return QuotaExceeded(
-                f"The monthly budget of ${budget.limit_nano / NANO:.2f} for {budget.label} is "
+                f"The monthly budget of ${usd(budget.limit_nano)} for {budget.label} is "
                 "spent; it renews on the 1st of the month (UTC).",
                 type="insufficient_quota",
+                headers=dict(_NO_RETRY),  # retrying cannot help before the month ends
             )
         check = admission.refused_check
         assert check is not None
@@ -239,6 +249,8 @@ class LimitStage:
         if key is None or not ctx.provider:
             return
         plan = self.plan(key, ctx.provider)
+        if ctx.admission is None and (plan.checks or plan.budgets or self.deny_on_error):
+            return  # refused at admission: nothing was served, reserved or leased
         usage = ctx.usage or {}
         prompt = token_count(usage.get("prompt_tokens"))
         completion = token_count(usage.get("completion_tokens"))
@@ -258,7 +270,7 @@ class LimitStage:
             token_windows = [(s, delta) for s in admission.windows if s.window.tokens]
         settlement = Settlement(
             token_windows,
-            plan.leases if admission is not None else (),
+            plan.leases if ctx.lease_id else (),
             ctx.lease_id,
             UsageDelta(
                 plan.usage_scopes,
