@@ -151,13 +151,17 @@ class LimitStage:
 
     def estimate_tokens(self, ctx: RequestContext) -> int:
         """Prompt (body bytes / 4, an over-estimate) plus the completion the request allows."""
+        estimate = self.estimate_usage(ctx)
+        return estimate["prompt_tokens"] + estimate["completion_tokens"]
+
+    def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
         body = ctx.body
         completion = body.get("max_completion_tokens") or body.get("max_tokens")
         if ctx.endpoint == "embeddings":
             completion = 0
         elif not isinstance(completion, int) or isinstance(completion, bool) or completion < 0:
             completion = self.default_completion
-        return len(ctx.raw_body) // 4 + completion
+        return {"prompt_tokens": len(ctx.raw_body) // 4, "completion_tokens": completion}
 
     async def __call__(self, ctx: RequestContext) -> None:
         key = ctx.key
@@ -254,16 +258,23 @@ class LimitStage:
         usage = ctx.usage or {}
         prompt = token_count(usage.get("prompt_tokens"))
         completion = token_count(usage.get("completion_tokens"))
-        nano = self.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
+        failed = ctx.status >= 400 and ctx.status != 499
+        billed = ctx.usage
+        if billed is None and not failed:
+            # Served, but no usage came back (the client hung up before the usage event,
+            # or the upstream sent none): the estimate stands, as the token reservation does,
+            # so a stream cut just before its usage event is never free.
+            billed = self.estimate_usage(ctx)
+        nano = self.pricing.cost_nano(ctx.provider, ctx.model, billed)
         if nano is not None:
             ctx.cost_usd = nano / NANO
-        elif ctx.usage is not None:
+        elif billed is not None:
             self._unpriced(ctx.provider, ctx.model)
         admission = ctx.admission
         delta = None
         if ctx.usage is not None:
             delta = prompt + completion - ctx.reserved_tokens
-        elif ctx.status >= 400 and ctx.status != 499:
+        elif failed:
             delta = -ctx.reserved_tokens  # nothing was generated: give the reservation back
         token_windows: list[tuple[WindowState, int]] = []
         if admission is not None and delta:
@@ -277,7 +288,7 @@ class LimitStage:
                 prompt,
                 completion,
                 nano or 0,
-                priced=nano is not None or ctx.usage is None,
+                priced=nano is not None or billed is None,
             ),
         )
         try:
