@@ -377,3 +377,23 @@ def test_several_worker_processes_serve_the_same_config(workdir: Path) -> None:
         assert gw.log().count('"event":"started"') == 2  # one per worker process
     finally:
         gw.process.stop()
+
+
+def test_streamed_tokens_are_counted_when_the_client_did_not_ask_for_usage(
+    gateway: GatewayProcess,
+) -> None:
+    series = 'gateway_tokens_total{model="gpt-4o-mini",provider="openai",type="completion"}'
+
+    def completion_tokens() -> float:
+        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = completion_tokens()
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "count me"}], stream=True
+    ))  # fmt: skip
+    assert all(chunk.usage is None for chunk in chunks)  # the client's stream is unchanged
+    assert completion_tokens() > before
