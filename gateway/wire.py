@@ -174,7 +174,8 @@ class StreamTap:
 
 
 _EVENT_SPLIT = re.compile(rb"(\r?\n\r?\n)")
-_NULL_USAGE = (b',"usage":null', b', "usage": null')
+# The field wherever it stands: after another field (OpenAI's place), or first.
+_NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
 _MAX_PARTIAL = 1 << 20
 
 

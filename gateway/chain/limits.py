@@ -228,7 +228,8 @@ class LimitStage:
         if window is None:
             return RateLimited(
                 f"Concurrency limit reached for {check.label}: {check.max_concurrent} "
-                f"requests at a time. Try again in {duration(retry_ms)}.",
+                f"request{'s' if check.max_concurrent != 1 else ''} at a time. "
+                f"Try again in {duration(retry_ms)}.",
                 type="requests",
                 headers=headers,
             )
