@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
 from gateway.catalog import ModelCatalog
-from gateway.chain import build_chain
+from gateway.chain import build_chain, decision_stages
 from gateway.chain.auth import AuthStage
 from gateway.chain.limits import LimitStage
 from gateway.config import GatewayConfig, load_config
@@ -45,7 +45,8 @@ class Gateway:
         # One AuthStage: the chain's first stage, also asked by /v1/models and /admin.
         self.auth = AuthStage(config.auth)
         self.limits = LimitStage(config, self.store, self.pricing, self.metrics, self.log)
-        self.chain = build_chain(config, self.catalog, self.auth, self.limits)
+        self.decision_stages = decision_stages(config, self.catalog, self.metrics)
+        self.chain = build_chain(self.auth, self.decision_stages, self.limits)
 
     def finish(self, ctx: RequestContext) -> None:
         """After the last byte: metrics and one access log event."""
@@ -69,6 +70,9 @@ class Gateway:
                 value = ctx.usage.get(kind)
                 if isinstance(value, int) and value > 0:
                     m.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(value)
+        if ctx.route_rule:
+            m.decisions.labels(ctx.route_rule, provider).inc()
+            self.log.info("routing_decision", **decision_fields(ctx))
         if self.config.logging.access_log:
             self.log.info("access", **access_fields(ctx, now))
 
@@ -86,6 +90,30 @@ _REJECTIONS = {
     "insufficient_quota": "budget_exceeded",
     "state_unavailable": "state_unavailable",
 }
+
+
+def decision_fields(ctx: RequestContext) -> dict[str, Any]:
+    """The routing_decision event: rule, score and factors, categories and counts; no values."""
+    by_detector: dict[str, int] = {}
+    for finding in ctx.findings:
+        by_detector[finding.detector] = by_detector.get(finding.detector, 0) + 1
+    factors = ctx.complexity_factors
+    return {
+        "request_id": ctx.request_id,
+        "key": ctx.principal,
+        "requested_model": ctx.requested_model[:128],
+        "rule": ctx.route_rule,
+        "provider": ctx.provider,
+        "model": ctx.model,
+        "complexity": None if ctx.complexity is None else round(ctx.complexity, 3),
+        "factors": {k: round(v, 3) for k, v in factors.items()} if factors else None,
+        "privacy_level": ctx.privacy_level or None,
+        "privacy": list(ctx.privacy_categories),
+        "findings": by_detector,
+        "privacy_action": ctx.privacy_action,
+        "keep_local": ctx.keep_local,
+        "redacted": ctx.redacted,
+    }
 
 
 def redis_client(url: str) -> Any:
@@ -136,6 +164,7 @@ def create_app(config: GatewayConfig) -> ASGIApp:
         Route("/readyz", ep.readyz, methods=["GET"]),
         Route("/metrics", ep.metrics, methods=["GET"]),
         Route("/admin/usage", ep.admin_usage, methods=["GET"]),
+        Route("/gateway/explain", ep.explain, methods=["POST"]),
     ]  # fmt: skip
     handlers: dict[Any, Any] = {
         HTTPException: endpoints.http_exception,

@@ -7,6 +7,7 @@ import hashlib
 import ipaddress
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -78,6 +79,38 @@ def hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def explain_request(args: argparse.Namespace) -> int:
+    """Print the routing decision for a request body, calling no upstream."""
+    import asyncio
+
+    import orjson
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {args.config}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        raw = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+    except OSError as exc:
+        print(f"gateway explain: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        from gateway.app import Gateway
+        from gateway.explain import explain
+
+        gateway = Gateway(config)
+        try:
+            return await explain(gateway, raw, args.endpoint, args.key)
+        finally:
+            await gateway.aclose()
+
+    status, report = asyncio.run(run())
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0 if status == 200 and "error" not in report else 1
+
+
 def check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.path)
@@ -106,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=check_config)
     h = sub.add_parser("hash-key", help="read a key on stdin, print its sha256 for auth.keys")
     h.set_defaults(func=hash_key)
+    e = sub.add_parser("explain", help="the routing decision for a request, no upstream call")
+    e.add_argument("request", help="a JSON request body file, or - for stdin")
+    e.add_argument("--config", default=_default_config())
+    e.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
+    e.add_argument("--key", help="decide as this virtual key (its name)")
+    e.set_defaults(func=explain_request)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

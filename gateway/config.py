@@ -44,6 +44,7 @@ class KeyConfig:
     models: tuple[str, ...] = ()  # allow-list; empty allows every model
     monthly_budget_usd: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    privacy_level: Literal["", "standard", "high", "max"] = ""  # raises the global level
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class TierConfig:
     requests_per_day: int | None = None
     tokens_per_minute: int | None = None
     max_concurrent: int | None = None
+    privacy_level: Literal["", "standard", "high", "max"] = ""  # raises the global level
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,89 @@ class ProviderConfig:
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_connections: int = 1024  # each open stream holds one
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Local: data sent there stays in-house (default: ollama and mock are, openai is not).
+    local: bool | None = None
+    # model -> capabilities (tools, vision, json_schema); "*" for every model. A model
+    # with no entry is assumed to have all of them.
+    capabilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.type != "openai" if self.local is None else self.local
+
+
+@dataclass(frozen=True)
+class RuleWhen:
+    """Conditions of a routing rule; all given ones must hold."""
+
+    keys: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # the model name the client asked for, e.g. auto
+    privacy: tuple[str, ...] = ()  # categories found (secret, pii, keyword, ...), any, none
+    complexity_above: float | None = None
+    complexity_below: float | None = None
+    tools: bool | None = None
+    prompt_tokens_above: int | None = None
+    prompt_tokens_below: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    latency_preference: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    name: str
+    when: RuleWhen = field(default_factory=RuleWhen)
+    route: str = ""  # a model name: alias, provider:model or bare
+    block: str = ""  # or refuse with this message
+    fallback: tuple[str, ...] = ()  # models to try after `route` (the resilience issue)
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    # What "auto" resolves to until the router stage decides per request.
+    # What "auto" means when no rule matches.
     default_model: str = "demo"
+    # Rules for `auto`, in order, first match wins.
+    rules: tuple[RuleConfig, ...] = ()
+    # Where a request goes whose model lacks a capability it needs (tools, vision, ...).
+    capability_model: str = ""
+    # Every `auto` request to this provider's first model (env FORCE_OLLAMA/FORCE_OPENAI).
+    force_provider: str = ""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    name: str
+    regex: str
+    category: str = "pii"
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    enabled: bool = True
+    level: Literal["standard", "high", "max"] = "standard"
+    # Per category (secret, pii, keyword, a custom one, or `default`):
+    # route_local | redact | block | allow.
+    actions: dict[str, Literal["route_local", "redact", "block", "allow"]] = field(
+        default_factory=lambda: {
+            "secret": "route_local",
+            "pii": "route_local",
+            "keyword": "route_local",
+        }
+    )
+    # Where route_local sends a request bound for the cloud; empty: the first model of
+    # the first local provider.
+    local_model: str = ""
+    restore: bool = True  # redact: put the values back into the answer
+    detectors: tuple[DetectorConfig, ...] = ()
+    keywords: tuple[str, ...] = ()  # empty: the built-in list
+
+
+@dataclass(frozen=True)
+class ComplexityConfig:
+    threshold: float = 0.65
+    weights: dict[str, float] = field(default_factory=dict)  # factor -> weight, over defaults
+    extra_terms: tuple[str, ...] = ()  # reasoning terms added to the built-in list
 
 
 @dataclass(frozen=True)
@@ -150,6 +229,8 @@ class GatewayConfig:
     provider_limits: dict[str, ProviderLimitConfig] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pricing: dict[str, PriceConfig] = field(default_factory=dict)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    complexity: ComplexityConfig = field(default_factory=ComplexityConfig)
 
 
 class ConfigError(Exception):
@@ -358,13 +439,68 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
             if value <= 0:
                 errors.append(f"{where}.timeouts.{key}: must be positive, got {value}")
     errors.extend(_check_policy(config))
+    errors.extend(_check_routing(config, models=models))
     if models:
         errors.extend(ModelCatalog.from_config(config).problems())
     return [_with_line(e, lines) for e in errors]
 
 
-def _positive(where: str, value: float | None) -> list[str]:
-    return [f"{where}: must be positive, got {value}"] if value is not None and value <= 0 else []
+_CAPABILITIES = ("tools", "vision", "json_schema")
+
+
+def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
+    """Rules, privacy and complexity settings: everything a request would trip over later."""
+    from gateway.catalog import ModelCatalog
+    from gateway.chain.privacy import build_scanner
+    from gateway.complexity import ComplexityWeights
+    from gateway.rules import rule_problems
+
+    errors: list[str] = []
+    try:
+        build_scanner(config)
+    except ValueError as exc:
+        index = next((i for i, d in enumerate(config.privacy.detectors) if repr(d.name) in
+                      str(exc)), 0)  # fmt: skip
+        errors.append(f"privacy.detectors[{index}]: {exc}")
+    try:
+        ComplexityWeights(**config.complexity.weights)
+    except (TypeError, ValueError) as exc:
+        errors.append(f"complexity.weights: {exc}")
+    if not 0 <= config.complexity.threshold <= 1:
+        errors.append("complexity.threshold: must be between 0 and 1")
+    for name, provider in config.providers.items():
+        for model, caps in provider.capabilities.items():
+            for cap in caps:
+                if cap not in _CAPABILITIES:
+                    errors.append(
+                        f"providers.{name}.capabilities.{model}: unknown capability {cap!r} "
+                        f"(allowed: {', '.join(_CAPABILITIES)})"
+                    )
+    routing = config.routing
+    if routing.force_provider and routing.force_provider not in config.providers:
+        errors.append(f"routing.force_provider: no provider is called {routing.force_provider!r}")
+    if not models:
+        return errors
+    catalog = ModelCatalog.from_config(config)
+    errors += rule_problems(routing.rules, catalog)
+    if routing.capability_model and catalog.resolve(routing.capability_model) is None:
+        errors.append(f"routing.capability_model: {routing.capability_model!r} is not a "
+                      "configured model")  # fmt: skip
+    if config.privacy.local_model:
+        local = catalog.resolve(config.privacy.local_model)
+        if local is None:
+            errors.append(f"privacy.local_model: {config.privacy.local_model!r} is not a "
+                          "configured model")  # fmt: skip
+        elif not config.providers[local.provider].is_local:
+            errors.append(f"privacy.local_model: {config.privacy.local_model!r} is served by "
+                          f"{local.provider!r}, which is not a local provider")  # fmt: skip
+    return errors
+
+
+def _positive(where: str, value: object) -> list[str]:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return []  # not a limit (e.g. a tier's privacy_level)
+    return [f"{where}: must be positive, got {value}"] if value <= 0 else []
 
 
 def _check_policy(config: GatewayConfig) -> list[str]:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
+    from gateway.catalog import Target
     from gateway.chain.auth import Principal
+    from gateway.privacy import Finding, TextRef
     from gateway.stores import Admission
 
 
@@ -43,6 +45,25 @@ class RequestContext:
     cost_usd: float | None = None
     # The gateway asked the upstream for stream usage; the client did not.
     strip_stream_usage: bool = False
+    # What the request needs and asks (parse): capabilities, tools, a prompt size estimate.
+    needs: frozenset[str] = frozenset()
+    wants_tools: bool = False
+    prompt_tokens_estimate: int = 0
+    # Privacy: the level, what was found (never logged as values) and what it decided.
+    privacy_level: str = ""
+    privacy_texts: list[TextRef] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    privacy_categories: tuple[str, ...] = ()
+    privacy_action: str = "allow"  # allow | redact | route_local
+    privacy_reason: str = ""
+    keep_local: bool = False  # never to a cloud provider, whatever comes after
+    redacted: int = 0
+    placeholders: dict[str, str] | None = None  # to restore in the answer
+    # Complexity and the routing decision.
+    complexity: float | None = None
+    complexity_factors: dict[str, float] | None = None
+    route_rule: str = ""
+    fallback: tuple[Target, ...] = ()
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -22,6 +22,7 @@ from gateway.errors import (
     NotFound,
     StateUnavailable,
 )
+from gateway.explain import explain
 from gateway.stores import NANO, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -98,6 +99,14 @@ class Endpoints:
 
     async def _authenticate(self, request: Request) -> None:
         self.gw.auth.authenticate(*credentials(request))
+
+    async def explain(self, request: Request) -> Response:
+        """The routing decision for a request body, without calling any upstream."""
+        self.gw.auth.authenticate_admin(*credentials(request))
+        body = await request.body()
+        endpoint = request.query_params.get("endpoint", "chat")
+        status, report = await explain(self.gw, body, endpoint, request.query_params.get("key"))
+        return json_response(report, status)
 
     async def admin_usage(self, request: Request) -> Response:
         """This month's requests, tokens, spend and budget left, per key and per team."""

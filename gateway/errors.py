@@ -103,6 +103,25 @@ class StateUnavailable(GatewayError):
     code = "state_unavailable"
 
 
+class PrivacyBlocked(GatewayError):
+    status = 400
+    code = "privacy_blocked"
+
+
+class RequestBlocked(GatewayError):
+    """A routing rule with `block`."""
+
+    status = 403
+    code = "request_blocked"
+
+
+class KeptLocal(GatewayError):
+    """A request the privacy policy keeps local, with no local provider able to serve it."""
+
+    status = 503
+    code = "kept_local"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"

@@ -161,6 +161,24 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.decisions = Counter(
+            "gateway_routing_decisions",
+            "Routing decisions, by rule and provider.",
+            ["rule", "provider"],
+            registry=r,
+        )
+        self.privacy_findings = Counter(
+            "gateway_privacy_findings",
+            "Requests with privacy findings, by category (secret, pii, keyword, custom).",
+            ["category"],
+            registry=r,
+        )
+        self.complexity = Histogram(
+            "gateway_complexity_score",
+            "Complexity scores of `auto` requests.",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
         self.redis_errors = Counter(
             "gateway_redis_errors",
             "Shared-state (Redis) failures, by operation (admit, settle, usage).",

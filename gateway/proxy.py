@@ -18,7 +18,8 @@ from gateway.asgi import (
     until_disconnect,
 )
 from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, KeptLocal
+from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
 from gateway.wire import (
     StreamTap,
@@ -46,6 +47,11 @@ def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[byte
         headers.append((b"x-gateway-model", ctx.model.encode()))
     if ctx.limit_headers:
         headers.extend(ctx.limit_headers)
+    if ctx.route_rule:
+        headers.append((b"x-gateway-route-rule", ctx.route_rule.encode()))
+        headers.append((b"x-gateway-privacy", ",".join(ctx.privacy_categories).encode() or b"none"))
+        if ctx.complexity is not None:
+            headers.append((b"x-gateway-complexity", f"{ctx.complexity:.2f}".encode()))
     if ctx.cost_usd is not None:
         cost = f"{ctx.cost_usd:.9f}".rstrip("0").rstrip(".")
         headers.append((b"x-gateway-cost-usd", cost.encode()))
@@ -58,6 +64,15 @@ async def send_error(send: Send, ctx: RequestContext, exc: GatewayError) -> None
     headers = gateway_headers(ctx, b"application/json")
     headers.extend((k.encode(), v.encode()) for k, v in exc.headers.items())
     await send_response(send, exc.status, exc.to_bytes(), headers)
+
+
+def kept_local_failure(ctx: RequestContext, exc: GatewayError) -> GatewayError:
+    """A local provider's failure, said so that the client knows why not the cloud."""
+    return KeptLocal(
+        f"This request was kept local ({ctx.privacy_reason}), and the local provider "
+        f"{ctx.provider!r} could not serve it: {exc.message}",
+        headers=exc.headers,
+    )
 
 
 class ProxyEndpoint:
@@ -80,9 +95,16 @@ class ProxyEndpoint:
             for stage in gw.chain:
                 await stage(ctx)
             provider = gw.providers[ctx.provider]
+            if ctx.keep_local and not provider.local:  # never, whatever a stage or rule did
+                raise KeptLocal(
+                    f"This request was kept local ({ctx.privacy_reason}) and will not be sent "
+                    f"to the cloud provider {provider.name!r}."
+                )
             if await until_disconnect(receive, self.forward(ctx, provider, send)):
                 ctx.status = 499  # client closed the request
         except GatewayError as exc:
+            if ctx.keep_local and exc.status in (502, 503, 504) and ctx.provider:
+                exc = kept_local_failure(ctx, exc)
             await send_error(send, ctx, exc)
         except ClientDisconnected:
             ctx.status = 499
@@ -146,6 +168,8 @@ class ProxyEndpoint:
             body = await upstream.aread()
         except httpx.HTTPError as exc:
             raise self._upstream_failed(provider, exc) from None
+        if ctx.placeholders:
+            body = restore_body(body, ctx.placeholders)
         ctx.usage = usage_from_json(body)
         nano = self.gateway.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
         if nano is not None:
@@ -193,18 +217,24 @@ class ProxyEndpoint:
         await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
         tap = StreamTap()
         strip = UsageStripper() if ctx.strip_stream_usage else None
+        restoring = RestoringStream(ctx.placeholders) if ctx.placeholders else None
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.aiter_raw():
                 if strip is not None:
                     chunk = strip.feed(chunk)
-                    if not chunk:
-                        continue
+                if restoring is not None:
+                    chunk = restoring.feed(chunk)
+                if not chunk:
+                    continue
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
-            if strip is not None and (rest := strip.flush()):
+            rest = strip.flush() if strip is not None else b""
+            if restoring is not None:
+                rest = restoring.feed(rest) + restoring.flush()
+            if rest:
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
                 tap.feed(rest)
         except httpx.HTTPError as exc:
@@ -249,4 +279,7 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "tier": ctx.key.tier if ctx.key else None,
         "team": (ctx.key.team or None) if ctx.key else None,
         "cost_usd": ctx.cost_usd,
+        "rule": ctx.route_rule or None,
+        "complexity": None if ctx.complexity is None else round(ctx.complexity, 3),
+        "privacy": list(ctx.privacy_categories),
     }

@@ -78,16 +78,85 @@ def check_request(endpoint: str, body: dict[str, Any]) -> None:
                 code="invalid_value",
             )
         for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidRequest(
-                    f"Invalid message at messages[{i}]: expected an object with a string 'role'.",
-                    param=f"messages[{i}]",
-                    code="invalid_type",
-                )
+            check_message(i, message)
     elif endpoint == "completions":
         _need(body, "prompt", (str, list), "a string or an array")
     elif endpoint == "embeddings":
         _need(body, "input", (str, list), "a string or an array")
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+
+
+def check_message(i: int, message: Any) -> None:
+    """One chat message as OpenAI checks it: role, content shape, parts, tool call id."""
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise InvalidRequest(
+            f"Invalid type for '{where}': expected an object, got {_json_type(message)}.",
+            param=where,
+            code="invalid_type",
+        )
+    role = message.get("role")
+    if not isinstance(role, str):
+        raise InvalidRequest(
+            f"Missing required parameter: '{where}.role'."
+            if role is None
+            else f"Invalid type for '{where}.role': expected a string, got {_json_type(role)}.",
+            param=f"{where}.role",
+            code="missing_required_parameter" if role is None else "invalid_type",
+        )
+    if role not in ROLES:
+        raise InvalidRequest(
+            f"Invalid value for '{where}.role': {role[:64]!r}. Supported values are: "
+            f"{', '.join(map(repr, ROLES))}.",
+            param=f"{where}.role",
+            code="invalid_value",
+        )
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
+                at = f"{where}.content[{j}]"
+                raise InvalidRequest(
+                    f"Invalid content part at '{at}': expected an object whose 'type' is one "
+                    f"of {', '.join(map(repr, PART_TYPES))}.",
+                    param=f"{at}.type" if isinstance(part, dict) else at,
+                    code="invalid_value" if isinstance(part, dict) else "invalid_type",
+                )
+    elif content is not None and not isinstance(content, str):
+        raise InvalidRequest(
+            f"Invalid type for '{where}.content': expected a string, null or an array of "
+            f"content parts, got {_json_type(content)}.",
+            param=f"{where}.content",
+            code="invalid_type",
+        )
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise InvalidRequest(
+            f"Missing required parameter: '{where}.tool_call_id' (a tool message answers "
+            "one tool call).",
+            param=f"{where}.tool_call_id",
+            code="missing_required_parameter",
+        )
+
+
+def needs_of(endpoint: str, body: dict[str, Any]) -> frozenset[str]:
+    """Capabilities the request needs from its model: tools, vision, json_schema."""
+    needs = set()
+    if body.get("tools"):
+        needs.add("tools")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        needs.add("json_schema")
+    if endpoint == "chat":
+        for message in body["messages"]:
+            content = message.get("content")
+            if isinstance(content, list) and any(p["type"] == "image_url" for p in content):
+                needs.add("vision")
+                break
+    return frozenset(needs)
 
 
 def pop_routing_preferences(body: dict[str, Any], providers: Any) -> dict[str, Any] | None:
@@ -179,19 +248,14 @@ _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage"
 _MAX_PARTIAL = 1 << 20
 
 
-class UsageStripper:
-    """Takes out of a stream what the gateway's own `include_usage` added to it.
+class EventBuffer:
+    """Cuts a byte stream into whole SSE events: what `feed` returns ends on an event
+    boundary, and the rest waits for the next chunk (a client cannot use half an event)."""
 
-    Whole events pass as soon as they are complete (a client cannot use half an event
-    anyway): the `"usage":null` field is removed from every chunk, and the final usage
-    event (`"choices":[]`) is kept here as `usage` instead of being sent.
-    """
-
-    __slots__ = ("_partial", "usage")
+    __slots__ = ("_partial",)
 
     def __init__(self) -> None:
         self._partial = b""
-        self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._partial + chunk if self._partial else chunk
@@ -204,37 +268,67 @@ class UsageStripper:
             self._partial = data
             return b""
         self._partial = data[cut:]
-        complete = data[:cut]
+        return data[:cut]
+
+    def flush(self) -> bytes:
+        rest, self._partial = self._partial, b""
+        return rest
+
+
+def rewrite_events(complete: bytes, rewrite: Any) -> bytes:
+    """Apply `rewrite(event) -> bytes | None` (None drops it) to each event of `complete`."""
+    parts = _EVENT_SPLIT.split(complete)
+    out: list[bytes] = []
+    for event, sep in zip(parts[::2], parts[1::2], strict=False):
+        kept = rewrite(event)
+        if kept is not None:
+            out += (kept, sep)
+    return b"".join(out)
+
+
+def event_json(event: bytes) -> tuple[bytes, Any]:
+    """(what precedes `data:`, the parsed payload or None)."""
+    prefix, _, payload = event.partition(b"data:")
+    try:
+        return prefix, orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return prefix, None
+
+
+class UsageStripper(EventBuffer):
+    """Takes out of a stream what the gateway's own `include_usage` added to it.
+
+    Whole events pass as soon as they are complete: the `"usage":null` field is removed
+    from every chunk, and the final usage event (`"choices":[]`) is kept here as `usage`
+    instead of being sent.
+    """
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        complete = super().feed(chunk)
         if b'"usage"' not in complete:
             return complete
         for null in _NULL_USAGE:
             complete = complete.replace(null, b"")
         if b'"usage"' not in complete:
             return complete
-        parts = _EVENT_SPLIT.split(complete)
-        out: list[bytes] = []
-        for event, sep in zip(parts[::2], parts[1::2], strict=False):
-            kept = self._event(event) if b'"usage"' in event else event
-            if kept is not None:
-                out += (kept, sep)
-        return b"".join(out)
+        return rewrite_events(complete, self._event)
 
     def _event(self, event: bytes) -> bytes | None:
-        prefix, _, payload = event.partition(b"data:")
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+        if b'"usage"' not in event:
             return event
+        prefix, data = event_json(event)
         if not isinstance(data, dict) or not isinstance(data.get("usage"), dict):
             return event
         self.usage = data.pop("usage")
         if data.get("choices") == []:
             return None  # the usage-only event the client did not ask for
         return prefix + b"data: " + orjson.dumps(data)
-
-    def flush(self) -> bytes:
-        rest, self._partial = self._partial, b""
-        return rest
 
 
 def upstream_error_body(status: int, raw: bytes, provider: str) -> dict[str, Any]:

@@ -182,8 +182,9 @@ def test_console_log_format(workdir: Path) -> None:
         deadline = time.monotonic() + 5
         while "console-1" not in gw.log() and time.monotonic() < deadline:
             time.sleep(0.02)
-        line = next(line for line in gw.log().splitlines() if "console-1" in line)
-        assert "access" in line and not line.startswith("{")
+        lines = [line for line in gw.log().splitlines() if "console-1" in line]
+        assert any("access" in line for line in lines)
+        assert not any(line.startswith("{") for line in lines)
         assert "auth_disabled" in gw.log()  # the startup warning when no keys are set
     finally:
         gw.process.stop()
@@ -207,10 +208,18 @@ def test_shipped_config_serves_the_demo_model_to_the_sdk(shipped: str) -> None:
     assert reply.choices[0].message.content == "Hello from the gateway's demo model. You said: ping"
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 0
     pieces = client.chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "ping"}], stream=True
+        model="demo", messages=[{"role": "user", "content": "ping"}], stream=True
     )
     text = "".join(c.choices[0].delta.content or "" for c in pieces if c.choices)
     assert text == reply.choices[0].message.content
+    # `auto` follows the seed's policy: a simple prompt stays local (Ollama is not running).
+    simple = httpx.post(
+        shipped + "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "ping"}]},
+    )
+    assert simple.status_code == 503 and "'ollama'" in simple.json()["error"]["message"]
+    assert simple.headers["x-gateway-route-rule"] == "default"
+    assert float(simple.headers["x-gateway-complexity"]) < 0.65
     assert {m.id for m in client.models.list()} >= {"auto", "demo", "local", "cloud", "gpt-4o-mini"}
 
 

@@ -10,22 +10,48 @@ from typing import Protocol
 
 from gateway.catalog import ModelCatalog
 from gateway.chain.auth import AuthStage
+from gateway.chain.complexity import ComplexityStage
 from gateway.chain.limits import LimitStage
 from gateway.chain.parse import ParseStage
+from gateway.chain.privacy import PrivacyStage, build_scanner
 from gateway.chain.router import RouterStage
+from gateway.complexity import (
+    REASONING_TERMS,
+    ComplexityScorer,
+    ComplexitySettings,
+    ComplexityWeights,
+)
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
+from gateway.observability import Metrics
 
 
 class Stage(Protocol):
     async def __call__(self, ctx: RequestContext) -> None: ...
 
 
-def build_chain(
-    config: GatewayConfig, catalog: ModelCatalog, auth: AuthStage, limits: LimitStage
-) -> list[Stage]:
-    """auth → parse → router → limits (limits need the routed provider)."""
-    return [auth, ParseStage(config.providers), RouterStage(catalog), limits]
+def decision_stages(config: GatewayConfig, catalog: ModelCatalog, metrics: Metrics) -> list[Stage]:
+    """parse → privacy → complexity → router: the decision, as `gateway explain` runs it."""
+    stages: list[Stage] = [ParseStage(config.providers)]
+    if config.privacy.enabled:
+        stages.append(PrivacyStage(config, build_scanner(config), metrics))
+    stages.append(ComplexityStage(ComplexityScorer(complexity_settings(config)), metrics))
+    stages.append(RouterStage(config, catalog))
+    return stages
+
+
+def complexity_settings(config: GatewayConfig) -> ComplexitySettings:
+    c = config.complexity
+    return ComplexitySettings(
+        threshold=c.threshold,
+        weights=ComplexityWeights(**c.weights),
+        terms=REASONING_TERMS + c.extra_terms,
+    )
+
+
+def build_chain(auth: AuthStage, decision: list[Stage], limits: LimitStage) -> list[Stage]:
+    """auth → parse → privacy → complexity → router → limits (limits need the route)."""
+    return [auth, *decision, limits]
 
 
 __all__ = ["Stage", "build_chain"]

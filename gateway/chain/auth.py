@@ -36,6 +36,7 @@ class Principal:
     team: str = ""
     models: tuple[str, ...] = ()  # allow-list; empty allows all
     monthly_budget_usd: float | None = None
+    privacy_level: str = ""
 
 
 def credential(authorization: bytes | None, api_key: bytes | None) -> bytes:
@@ -73,10 +74,14 @@ class AuthStage:
                 key.team,
                 key.models,
                 key.monthly_budget_usd,
+                key.privacy_level,
             )
         self._admin = {key_digest(k) for k in cfg.admin_keys}
         self.enabled = bool(self._by_digest)
         self.anonymous = Principal("-", cfg.default_tier)
+
+    def principal_named(self, name: str) -> Principal | None:
+        return next((p for p in self._by_digest.values() if p.name == name), None)
 
     def principals(self) -> list[Principal]:
         return list(self._by_digest.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.context import RequestContext
-from gateway.wire import check_request, parse_body, pop_routing_preferences
+from gateway.wire import check_request, needs_of, parse_body, pop_routing_preferences
 
 
 def ask_for_stream_usage(ctx: RequestContext) -> None:
@@ -36,6 +36,10 @@ class ParseStage:
         ctx.stream = body.get("stream") is True
         if ctx.stream and ctx.endpoint != "embeddings":
             ask_for_stream_usage(ctx)
+        if ctx.endpoint != "embeddings":
+            ctx.needs = needs_of(ctx.endpoint, body)
+            ctx.wants_tools = "tools" in ctx.needs
+        ctx.prompt_tokens_estimate = len(ctx.raw_body) // 4
         if "routing_preferences" in body:
             ctx.routing_preferences = pop_routing_preferences(body, self.providers)
             ctx.body_changed = True

@@ -49,6 +49,7 @@ class Provider:
     def __init__(self, name: str, cfg: ProviderConfig) -> None:
         self.name = name
         self.type = cfg.type
+        self.local = cfg.is_local  # data sent here stays in-house
         self.base_url = api_base(cfg)
         self.display_url = self.base_url if cfg.type != "mock" else "built-in"
         hint = " (set OPENAI_API_KEY)" if name == "openai" else ""

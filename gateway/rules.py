@@ -1,0 +1,113 @@
+"""Routing rules: an ordered list, first match wins, like a firewall.
+
+A rule's `when` is a set of conditions that must all hold (an empty `when` always
+matches); its action routes to a model, or blocks with a message. Rules are compiled
+once from config; matching reads only what earlier stages left on the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.catalog import ModelCatalog, Target
+
+if TYPE_CHECKING:
+    from gateway.config import RuleConfig
+    from gateway.context import RequestContext
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    config: RuleConfig
+    target: Target | None  # None for a block rule
+    fallback: tuple[Target, ...]
+    headers: tuple[tuple[bytes, bytes], ...]  # lowercased (name, value) pairs to match
+
+    def matches(self, ctx: RequestContext) -> bool:
+        when = self.config.when
+        key = ctx.key
+        if when.keys and (key is None or key.name not in when.keys):
+            return False
+        if when.teams and (key is None or key.team not in when.teams):
+            return False
+        if when.tiers and (key is None or key.tier not in when.tiers):
+            return False
+        if when.models and ctx.requested_model not in when.models:
+            return False
+        if when.privacy and not _privacy_matches(when.privacy, ctx.privacy_categories):
+            return False
+        score = ctx.complexity
+        if when.complexity_above is not None and not (
+            score is not None and score > when.complexity_above
+        ):
+            return False
+        if when.complexity_below is not None and not (
+            score is not None and score < when.complexity_below
+        ):
+            return False
+        if when.tools is not None and ctx.wants_tools != when.tools:
+            return False
+        tokens = ctx.prompt_tokens_estimate
+        if when.prompt_tokens_above is not None and not tokens > when.prompt_tokens_above:
+            return False
+        if when.prompt_tokens_below is not None and not tokens < when.prompt_tokens_below:
+            return False
+        if when.latency_preference:
+            preference = (ctx.routing_preferences or {}).get("latency_preference")
+            if preference not in when.latency_preference:
+                return False
+        return all((ctx.header(name) or b"").lower() == value for name, value in self.headers)
+
+
+def _privacy_matches(wanted: tuple[str, ...], found: tuple[str, ...]) -> bool:
+    if "none" in wanted and not found:
+        return True
+    if "any" in wanted and found:
+        return True
+    return any(category in found for category in wanted)
+
+
+def compile_rules(rules: tuple[RuleConfig, ...], catalog: ModelCatalog) -> tuple[Rule, ...]:
+    """Rules with their targets resolved; config validation has checked every name."""
+    out = []
+    for rule in rules:
+        target = catalog.resolve(rule.route) if rule.route else None
+        fallback = tuple(t for t in (catalog.resolve(n) for n in rule.fallback) if t is not None)
+        headers = tuple(
+            (name.lower().encode(), value.lower().encode())
+            for name, value in rule.when.headers.items()
+        )
+        out.append(Rule(rule.name, rule, target, fallback, headers))
+    return tuple(out)
+
+
+def rule_problems(rules: tuple[RuleConfig, ...], catalog: ModelCatalog) -> list[str]:
+    """Config errors: duplicate names, a rule with no or two actions, unknown models."""
+    errors = []
+    seen: set[str] = set()
+    for i, rule in enumerate(rules):
+        where = f"routing.rules[{i}]"
+        if not rule.name:
+            errors.append(f"{where}.name: must not be empty")
+        elif rule.name in seen or rule.name in RESERVED_RULES:
+            errors.append(f"{where}.name: {rule.name!r} is already used")
+        seen.add(rule.name)
+        if bool(rule.route) == bool(rule.block):
+            errors.append(f"{where}: give exactly one action, `route` (a model) or `block`")
+        if rule.route and catalog.resolve(rule.route) is None:
+            errors.append(f"{where}.route: {rule.route!r} is not a configured model")
+        for j, name in enumerate(rule.fallback):
+            if catalog.resolve(name) is None:
+                errors.append(f"{where}.fallback[{j}]: {name!r} is not a configured model")
+        when = rule.when
+        for bound in ("complexity_above", "complexity_below"):
+            value = getattr(when, bound)
+            if value is not None and not 0 <= value <= 1:
+                errors.append(f"{where}.when.{bound}: must be between 0 and 1, got {value}")
+    return errors
+
+
+# Decisions the router makes itself, before or after the configured rules.
+RESERVED_RULES = ("explicit", "force_provider", "privacy", "capability", "default")
