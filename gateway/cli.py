@@ -12,20 +12,27 @@ from typing import Any
 
 import yaml
 
-from gateway.config import ConfigError, load_config, redacted
+from gateway.config import ConfigError, GatewayConfig, load_config, redacted
 
 
 def _default_config() -> str:
     return os.environ.get("GATEWAY_CONFIG", "config.yaml")
 
 
+def _load(path: str) -> GatewayConfig | None:
+    """The config, or None after printing why it is invalid."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"gateway: {path}: {exc}", file=sys.stderr)
+        return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"gateway: {args.config}: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     host = args.host or os.environ.get("GATEWAY_HOST") or config.server.host
     port = int(args.port or os.environ.get("GATEWAY_PORT") or config.server.port)
@@ -85,10 +92,8 @@ def explain_request(args: argparse.Namespace) -> int:
 
     import orjson
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"gateway: {args.config}: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     try:
         raw = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
