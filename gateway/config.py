@@ -451,17 +451,10 @@ _CAPABILITIES = ("tools", "vision", "json_schema")
 def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
     """Rules, privacy and complexity settings: everything a request would trip over later."""
     from gateway.catalog import ModelCatalog
-    from gateway.chain.privacy import build_scanner
     from gateway.complexity import ComplexityWeights
     from gateway.rules import rule_problems
 
-    errors: list[str] = []
-    try:
-        build_scanner(config)
-    except ValueError as exc:
-        index = next((i for i, d in enumerate(config.privacy.detectors) if repr(d.name) in
-                      str(exc)), 0)  # fmt: skip
-        errors.append(f"privacy.detectors[{index}]: {exc}")
+    errors = _privacy_problems(config.privacy)
     try:
         ComplexityWeights(**config.complexity.weights)
     except (TypeError, ValueError) as exc:
@@ -482,7 +475,8 @@ def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
     if not models:
         return errors
     catalog = ModelCatalog.from_config(config)
-    errors += rule_problems(routing.rules, catalog)
+    categories = tuple(d.category for d in config.privacy.detectors)
+    errors += rule_problems(routing.rules, catalog, categories)
     if routing.capability_model and catalog.resolve(routing.capability_model) is None:
         errors.append(f"routing.capability_model: {routing.capability_model!r} is not a "
                       "configured model")  # fmt: skip
@@ -494,6 +488,27 @@ def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
         elif not config.providers[local.provider].is_local:
             errors.append(f"privacy.local_model: {config.privacy.local_model!r} is served by "
                           f"{local.provider!r}, which is not a local provider")  # fmt: skip
+    return errors
+
+
+def _privacy_problems(privacy: PrivacyConfig) -> list[str]:
+    """Keywords, then each custom detector in turn, so an error names the one at fault."""
+    from gateway.privacy import PrivacyDetectorSpec, PrivacyScanner
+
+    errors: list[str] = []
+    try:
+        PrivacyScanner((), privacy.keywords or None)
+    except ValueError as exc:
+        errors.append(f"privacy.keywords: {exc}")
+    specs: list[PrivacyDetectorSpec] = []
+    for i, d in enumerate(privacy.detectors):
+        spec = PrivacyDetectorSpec(d.name, d.regex, d.category)
+        try:
+            PrivacyScanner([*specs, spec])
+        except ValueError as exc:
+            errors.append(f"privacy.detectors[{i}]: {exc}")
+        else:
+            specs.append(spec)
     return errors
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.chain import decision_stages
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.observability import Metrics
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -38,8 +40,11 @@ async def explain(
         return error.status, error.to_dict()
     ctx.key = principal
     ctx.principal = principal.name
+    # Stages of their own, counting into a throwaway registry: an explained request is not
+    # a served one, so the gateway's findings and score metrics must not move.
+    stages = decision_stages(gw.config, gw.catalog, Metrics())
     try:
-        for stage in gw.decision_stages:
+        for stage in stages:
             await stage(ctx)
     except GatewayError as exc:
         report = exc.to_dict()

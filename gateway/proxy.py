@@ -103,7 +103,9 @@ class ProxyEndpoint:
             if await until_disconnect(receive, self.forward(ctx, provider, send)):
                 ctx.status = 499  # client closed the request
         except GatewayError as exc:
-            if ctx.keep_local and exc.status in (502, 503, 504) and ctx.provider:
+            # Only the local provider's own failure is one; a limit or state error stays itself.
+            upstream_failed = ctx.upstream_started is not None
+            if ctx.keep_local and upstream_failed and exc.status in (502, 503, 504):
                 exc = kept_local_failure(ctx, exc)
             await send_error(send, ctx, exc)
         except ClientDisconnected:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.catalog import ModelCatalog, Target
+from gateway.catalog import AUTO, ModelCatalog, Target
+from gateway.wire import LATENCY_PREFERENCES
 
 if TYPE_CHECKING:
     from gateway.config import RuleConfig
@@ -83,8 +84,12 @@ def compile_rules(rules: tuple[RuleConfig, ...], catalog: ModelCatalog) -> tuple
     return tuple(out)
 
 
-def rule_problems(rules: tuple[RuleConfig, ...], catalog: ModelCatalog) -> list[str]:
-    """Config errors: duplicate names, a rule with no or two actions, unknown models."""
+def rule_problems(
+    rules: tuple[RuleConfig, ...], catalog: ModelCatalog, categories: tuple[str, ...] = ()
+) -> list[str]:
+    """Config errors: duplicate names, a rule with no or two actions, unknown models, and
+    conditions that can never hold (a typo must not silently disable a rule)."""
+    known = ("secret", "pii", "keyword", *categories, "any", "none")
     errors = []
     seen: set[str] = set()
     for i, rule in enumerate(rules):
@@ -102,6 +107,18 @@ def rule_problems(rules: tuple[RuleConfig, ...], catalog: ModelCatalog) -> list[
             if catalog.resolve(name) is None:
                 errors.append(f"{where}.fallback[{j}]: {name!r} is not a configured model")
         when = rule.when
+        if when.models and AUTO not in when.models:
+            errors.append(f"{where}.when.models: rules apply to `auto` requests only (an "
+                          "explicit model skips them), so this rule would never match; "
+                          "list auto")  # fmt: skip
+        for category in when.privacy:
+            if category not in known:
+                errors.append(f"{where}.when.privacy: unknown category {category!r} "
+                              f"(known: {', '.join(known)})")  # fmt: skip
+        for preference in when.latency_preference:
+            if preference not in LATENCY_PREFERENCES:
+                errors.append(f"{where}.when.latency_preference: unknown value {preference!r} "
+                              f"(allowed: {', '.join(LATENCY_PREFERENCES)})")  # fmt: skip
         for bound in ("complexity_above", "complexity_below"):
             value = getattr(when, bound)
             if value is not None and not 0 <= value <= 1:

@@ -10,9 +10,10 @@ import orjson
 from gateway.errors import InvalidRequest, envelope, error_type_for
 
 GATEWAY_FIELDS = ("routing_preferences",)
+LATENCY_PREFERENCES = ("speed", "balanced", "quality")
 _PREFERENCE_CHOICES = {
     "privacy_level": ("standard", "high", "max"),
-    "latency_preference": ("speed", "balanced", "quality"),
+    "latency_preference": LATENCY_PREFERENCES,
 }
 
 
@@ -79,10 +80,64 @@ def check_request(endpoint: str, body: dict[str, Any]) -> None:
             )
         for i, message in enumerate(messages):
             check_message(i, message)
+        check_tools(body)
     elif endpoint == "completions":
-        _need(body, "prompt", (str, list), "a string or an array")
+        check_texts("prompt", _need(body, "prompt", (str, list), "a string or an array"))
     elif endpoint == "embeddings":
-        _need(body, "input", (str, list), "a string or an array")
+        check_texts("input", _need(body, "input", (str, list), "a string or an array"))
+
+
+def _invalid_type(param: str, what: str, value: Any) -> InvalidRequest:
+    if value is None:
+        return InvalidRequest(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {what}, got {_json_type(value)}.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_texts(param: str, value: Any) -> None:
+    """A prompt or an input list: strings, token ids, or arrays of token ids. Anything else
+    would reach the upstream without the privacy scan reading it (it reads strings only)."""
+    if not isinstance(value, list):
+        return
+    for i, item in enumerate(value):
+        if isinstance(item, str) or _is_token(item):
+            continue
+        if isinstance(item, list) and all(_is_token(t) for t in item):
+            continue
+        raise InvalidRequest(
+            f"Invalid type for '{param}[{i}]': expected a string or an array of token ids, "
+            f"got {_json_type(item)}.",
+            param=f"{param}[{i}]",
+            code="invalid_type",
+        )
+
+
+def check_tools(body: dict[str, Any]) -> None:
+    """Tool descriptions are scanned for privacy, so they must be strings."""
+    for key in ("tools", "functions"):
+        tools = body.get(key)
+        if not isinstance(tools, list):
+            continue
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                continue
+            function = tool.get("function") if key == "tools" else tool
+            where = f"{key}[{i}].function" if key == "tools" else f"{key}[{i}]"
+            if isinstance(function, dict):
+                description = function.get("description")
+                if description is not None and not isinstance(description, str):
+                    raise _invalid_type(f"{where}.description", "a string", description)
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -118,14 +173,16 @@ def check_message(i: int, message: Any) -> None:
     if isinstance(content, list):
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
+            at = f"{where}.content[{j}]"
             if kind not in PART_TYPES:
-                at = f"{where}.content[{j}]"
                 raise InvalidRequest(
                     f"Invalid content part at '{at}': expected an object whose 'type' is one "
                     f"of {', '.join(map(repr, PART_TYPES))}.",
                     param=f"{at}.type" if isinstance(part, dict) else at,
                     code="invalid_value" if isinstance(part, dict) else "invalid_type",
                 )
+            if kind in ("text", "refusal") and not isinstance(part.get(kind), str):
+                raise _invalid_type(f"{at}.{kind}", "a string", part.get(kind))
     elif content is not None and not isinstance(content, str):
         raise InvalidRequest(
             f"Invalid type for '{where}.content': expected a string, null or an array of "
@@ -140,6 +197,39 @@ def check_message(i: int, message: Any) -> None:
             param=f"{where}.tool_call_id",
             code="missing_required_parameter",
         )
+    if len(message) > 2 or "content" not in message:  # the common case has nothing more
+        _check_scanned_fields(where, message)
+
+
+def _check_scanned_fields(where: str, message: dict[str, Any]) -> None:
+    """The other strings the privacy scan reads (name, refusal, tool call arguments) must be
+    strings: one sent as an object would reach the upstream unread."""
+    for key in ("name", "refusal"):
+        value = message.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _invalid_type(f"{where}.{key}", "a string", value)
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise _invalid_type(f"{where}.tool_calls", "an array of tool calls", calls)
+        for k, call in enumerate(calls):
+            at = f"{where}.tool_calls[{k}]"
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(call, dict):
+                raise _invalid_type(at, "an object", call)
+            if not isinstance(function, dict):
+                raise _invalid_type(f"{at}.function", "an object", function)
+            _check_arguments(f"{at}.function.arguments", function.get("arguments"))
+    legacy = message.get("function_call")
+    if legacy is not None:
+        if not isinstance(legacy, dict):
+            raise _invalid_type(f"{where}.function_call", "an object", legacy)
+        _check_arguments(f"{where}.function_call.arguments", legacy.get("arguments"))
+
+
+def _check_arguments(param: str, arguments: Any) -> None:
+    if not isinstance(arguments, str):
+        raise _invalid_type(param, "a string (JSON-encoded arguments)", arguments)
 
 
 def needs_of(endpoint: str, body: dict[str, Any]) -> frozenset[str]:

@@ -6,7 +6,8 @@
 Pure ASGI (no framework) so that it is never the bottleneck of a benchmark. Replies are
 deterministic; latency and faults are set per request with `x-fake-<name>` headers or a
 `"fake": {...}` body field (the body wins): delay_ms, chunks, interval_ms, status,
-error_body, fail_after, content. See docs/BENCHMARKS.md and the tests for uses.
+error_body, fail_after, content, arguments (of the tool call, when the request has tools).
+See docs/BENCHMARKS.md and the tests for uses.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ ERROR_TYPES = {
     429: "rate_limit_error",
 }
 INT_OPTIONS = ("delay_ms", "chunks", "interval_ms", "status", "fail_after")
-STR_OPTIONS = ("error_body", "content")
+STR_OPTIONS = ("error_body", "content", "arguments")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -66,6 +67,7 @@ class Options:
     error_body: str | None = None
     fail_after: int | None = None
     content: str | None = None
+    arguments: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,7 +328,8 @@ class FakeUpstream:
             text = "Tool said: " + content_text(last.get("content"))
         elif isinstance(tools, list) and tools and isinstance(tools[0], dict):
             name = (tools[0].get("function") or {}).get("name") or "tool"
-            tool_call = {"name": name, "arguments": tool_arguments(tools[0])}
+            arguments = opts.arguments if opts.arguments is not None else tool_arguments(tools[0])
+            tool_call = {"name": name, "arguments": arguments}
             text = ""
         else:
             user = next(

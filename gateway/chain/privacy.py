@@ -10,11 +10,14 @@ The router then keeps `route_local` requests on a local provider whatever was as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import InvalidRequest, PrivacyBlocked
 from gateway.observability import Metrics
-from gateway.privacy import PrivacyDetectorSpec, PrivacyScanner, texts_of
+from gateway.privacy import PrivacyDetectorSpec, PrivacyScanner, TextRef, texts_of
 
 LEVELS = ("standard", "high", "max")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
@@ -61,6 +64,7 @@ class PrivacyStage:
     async def __call__(self, ctx: RequestContext) -> None:
         level = self.level_for(ctx)
         texts = texts_of(ctx.endpoint, ctx.body)
+        texts += unread_texts(ctx.endpoint, ctx.body, texts)
         findings = self.scanner.scan(texts)
         ctx.privacy_level = level
         ctx.privacy_texts = texts
@@ -88,7 +92,50 @@ class PrivacyStage:
         ctx.privacy_action = action
 
     def action_for(self, category: str) -> str:
-        return self.actions.get(category) or self.actions.get("default") or "route_local"
+        return action_for(self.actions, category)
+
+
+def action_for(actions: Mapping[str, str], category: str) -> str:
+    """A category's action: its own, else `default`, else route_local (the router redacts by
+    the same answer, so a category redacted by `default` is redacted too)."""
+    return actions.get(category) or actions.get("default") or "route_local"
+
+
+def unread_texts(endpoint: str, body: dict[str, Any], read: list[TextRef]) -> list[TextRef]:
+    """Strings the cloud would receive that `texts_of` does not read: the model sees a
+    prediction, a response schema, stop sequences and tool parameters' enums and defaults;
+    OpenAI keeps `user` and `metadata`. Kept-local data must not leave through them."""
+    out: list[TextRef] = []
+    for key in ("user", "metadata", "stop", "prediction", "response_format"):
+        value = body.get(key)
+        if value is None or (endpoint == "embeddings" and key not in ("user", "metadata")):
+            continue
+        if key == "response_format":
+            value = value.get("json_schema") if isinstance(value, dict) else None
+            _strings(("response_format", "json_schema"), value, frozenset(), out)
+        else:
+            _strings((key,), value, frozenset(), out)
+    if endpoint == "chat" and ("tools" in body or "functions" in body):
+        covered = frozenset(ref.at for ref in read)  # descriptions: already read
+        _strings(("tools",), body.get("tools"), covered, out)
+        _strings(("functions",), body.get("functions"), covered, out)
+    return out
+
+
+def _strings(
+    at: tuple[str | int, ...], node: Any, covered: frozenset[Any], out: list[TextRef]
+) -> None:
+    """Every string under `node` (an explicit stack: any depth orjson admits)."""
+    stack = [(at, node)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if value and path not in covered:
+                out.append(TextRef(path, value))
+        elif isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
 
 
 def _stricter(a: str, b: str) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from gateway.catalog import AUTO, ModelCatalog, Target
 from gateway.chain.auth import Principal
+from gateway.chain.privacy import action_for
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.errors import (
@@ -160,7 +161,7 @@ class RouterStage:
 
     def _redact(self, ctx: RequestContext) -> None:
         """Swap each value whose category's action is `redact` for a typed placeholder."""
-        acting = [f for f in ctx.findings if self.actions.get(f.category) == "redact"]
+        acting = [f for f in ctx.findings if action_for(self.actions, f.category) == "redact"]
         if not acting:
             return
         redaction = redact(ctx.body, ctx.privacy_texts, acting)
