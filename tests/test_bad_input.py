@@ -70,7 +70,11 @@ def test_invalid_utf8_is_400(post) -> None:
         (b'{"model": "demo"}', "messages", "missing_required_parameter"),
         (b'{"model": "demo", "messages": "hi"}', "messages", "invalid_type"),
         (b'{"model": "demo", "messages": []}', "messages", "invalid_value"),
-        (b'{"model": "demo", "messages": [{"content": "hi"}]}', "messages[0].role", "missing_required_parameter"),
+        (
+            b'{"model": "demo", "messages": [{"content": "hi"}]}',
+            "messages[0].role",
+            "missing_required_parameter",
+        ),
         (b'{"model": "demo", "messages": [3]}', "messages[0]", "invalid_type"),
         (
             b'{"model": "demo", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',

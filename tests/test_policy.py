@@ -491,9 +491,7 @@ def test_sdk_retry_honours_retry_after(gw: GatewayProcess) -> None:
         next(chunks)  # the stream has begun: its lease is held
         probe = post_chat(gw, key, "demo")
         error = error_of(probe, 429, "rate_limit_exceeded")
-        assert (
-            "Concurrency limit" in error["message"] and "1 request at a time" in error["message"]
-        )
+        assert "Concurrency limit" in error["message"] and "1 request at a time" in error["message"]
         assert probe.headers["retry-after"] == "1" and probe.headers["retry-after-ms"] == "1000"
         drained = threading.Thread(target=lambda: b"".join(chunks))
         drained.start()
