@@ -40,6 +40,8 @@ class Gateway:
         self.log = get_logger()
         self._known_models = {m for models in self.catalog.providers.values() for m in models}
         self.redis = redis_client(config.state.redis_url)
+        # Events are built only when they will be written (info is the level they log at).
+        self._log_info = config.logging.level in ("debug", "info")
         self.store = build_store(self.redis, config.state.key_prefix)
         self.pricing = Pricing(config)
         # One AuthStage: the chain's first stage, also asked by /v1/models and /admin.
@@ -72,8 +74,9 @@ class Gateway:
                     m.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(value)
         if ctx.route_rule:
             m.decisions.labels(ctx.route_rule, provider).inc()
-            self.log.info("routing_decision", **decision_fields(ctx))
-        if self.config.logging.access_log:
+            if self._log_info:
+                self.log.info("routing_decision", **decision_fields(ctx))
+        if self.config.logging.access_log and self._log_info:
             self.log.info("access", **access_fields(ctx, now))
 
     async def aclose(self) -> None:

@@ -45,9 +45,8 @@ class RequestContext:
     cost_usd: float | None = None
     # The gateway asked the upstream for stream usage; the client did not.
     strip_stream_usage: bool = False
-    # What the request needs and asks (parse): capabilities, tools, a prompt size estimate.
+    # What the request needs (parse): capabilities (tools, vision, json_schema), prompt size.
     needs: frozenset[str] = frozenset()
-    wants_tools: bool = False
     prompt_tokens_estimate: int = 0
     # Privacy: the level, what was found (never logged as values) and what it decided.
     privacy_level: str = ""

@@ -48,7 +48,7 @@ class Rule:
             score is not None and score < when.complexity_below
         ):
             return False
-        if when.tools is not None and ctx.wants_tools != when.tools:
+        if when.tools is not None and ("tools" in ctx.needs) != when.tools:
             return False
         tokens = ctx.prompt_tokens_estimate
         if when.prompt_tokens_above is not None and not tokens > when.prompt_tokens_above:

@@ -161,7 +161,7 @@ class LimitStage:
             completion = 0
         elif not isinstance(completion, int) or isinstance(completion, bool) or completion < 0:
             completion = self.default_completion
-        return {"prompt_tokens": len(ctx.raw_body) // 4, "completion_tokens": completion}
+        return {"prompt_tokens": ctx.prompt_tokens_estimate, "completion_tokens": completion}
 
     async def __call__(self, ctx: RequestContext) -> None:
         key = ctx.key

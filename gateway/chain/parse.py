@@ -38,7 +38,6 @@ class ParseStage:
             ask_for_stream_usage(ctx)
         if ctx.endpoint != "embeddings":
             ctx.needs = needs_of(ctx.endpoint, body)
-            ctx.wants_tools = "tools" in ctx.needs
         ctx.prompt_tokens_estimate = len(ctx.raw_body) // 4
         if "routing_preferences" in body:
             ctx.routing_preferences = pop_routing_preferences(body, self.providers)
