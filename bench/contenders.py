@@ -58,7 +58,17 @@ class Contender:
 
 CONTENDERS: list[Contender] = [
     Contender("direct", "direct", note="no gateway: the client calls the fake upstream"),
-    Contender("gateway", "gateway", note="this gateway as shipped (aiohttp transport)"),
+    Contender(
+        "gateway",
+        "gateway",
+        note="this gateway as shipped (aiohttp transport, cache on: every request a miss)",
+    ),
+    Contender(
+        "gateway-nocache",
+        "gateway",
+        gateway_config={"cache": {"enabled": False}},
+        note="this gateway with the response cache off (the cache's cost on a miss)",
+    ),
     Contender(
         "gateway+policy",
         "gateway",

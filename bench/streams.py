@@ -7,6 +7,7 @@ on a machine whose two cores it shares with the server under test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,17 @@ class SSEParser:
         return payloads
 
 
+_SENT = itertools.count()
+
+
+def unique(body: bytes) -> bytes:
+    """The body with a counter at the end of its last message, so a response cache misses."""
+    at = body.rfind(b'"}]')
+    return body if at < 0 else b"%s #%d%s" % (body[:at], next(_SENT), body[at:])
+
+
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    body = unique(body)
     lines = [
         f"POST {path} HTTP/1.1",
         f"Host: {host}:{port}",

@@ -15,6 +15,21 @@ local f = assert(io.open("{body_path}", "rb"))
 wrk.body = f:read("*a")
 f:close()
 
+-- Every request unique (a counter at the end of the last message), so a gateway's
+-- response cache misses as it would on real traffic; the same for every contender.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local head, tail = wrk.body:match('^(.*)("}%]}%s*)$')
+local n = 0
+request = function()
+  if head == nil then return wrk.format() end
+  n = n + 1
+  return wrk.format(nil, nil, nil, head .. " #" .. tostring(tid) .. "-" .. n .. tail)
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

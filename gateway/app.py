@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
+from gateway.cache.service import build_cache
 from gateway.catalog import ModelCatalog
 from gateway.chain import build_chain, decision_stages
 from gateway.chain.auth import AuthStage
@@ -48,7 +49,8 @@ class Gateway:
         self.auth = AuthStage(config.auth)
         self.limits = LimitStage(config, self.store, self.pricing, self.metrics, self.log)
         self.decision_stages = decision_stages(config, self.catalog, self.metrics)
-        self.chain = build_chain(self.auth, self.decision_stages, self.limits)
+        self.cache = build_cache(config, self.providers, self.metrics, self.pricing, self.log)
+        self.chain = build_chain(self.auth, self.decision_stages, self.limits, self.cache)
 
     def finish(self, ctx: RequestContext) -> None:
         """After the last byte: metrics and one access log event."""
@@ -82,6 +84,8 @@ class Gateway:
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -167,6 +171,7 @@ def create_app(config: GatewayConfig) -> ASGIApp:
         Route("/readyz", ep.readyz, methods=["GET"]),
         Route("/metrics", ep.metrics, methods=["GET"]),
         Route("/admin/usage", ep.admin_usage, methods=["GET"]),
+        Route("/admin/cache", ep.admin_cache_purge, methods=["DELETE"]),
         Route("/gateway/explain", ep.explain, methods=["POST"]),
     ]  # fmt: skip
     handlers: dict[Any, Any] = {

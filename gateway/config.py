@@ -45,6 +45,7 @@ class KeyConfig:
     monthly_budget_usd: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     privacy_level: Literal["", "standard", "high", "max"] = ""  # raises the global level
+    cache_ttl_seconds: float | None = None  # this key's cached answers; empty: cache.ttl_seconds
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,31 @@ class ComplexityConfig:
 
 
 @dataclass(frozen=True)
+class SemanticCacheConfig:
+    enabled: bool = True
+    # builtin (no dependency, no network) or a provider's embeddings model, such as
+    # `ollama:nomic-embed-text`.
+    embedder: str = "builtin"
+    # Cosine similarity at or above which a paraphrase is served; empty: the embedder's
+    # measured default (docs/CACHE.md).
+    threshold: float | None = None
+    timeout_ms: float = 200.0  # embedding slower than this: the lookup is skipped
+    bucket_size: int = 64  # newest entries kept per index bucket (bounds a lookup's work)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    # tenant: a virtual key (each plain key is its own); team: a key's team; shared: everyone.
+    scope: Literal["tenant", "team", "shared"] = "tenant"
+    ttl_seconds: float = 3600.0
+    max_items: int = 10_000  # in memory (LRU); Redis evicts by TTL and its own maxmemory
+    max_temperature: float = 1.0  # a request above this is not cached
+    max_entry_bytes: int = 1 << 20  # a larger answer is not stored
+    semantic: SemanticCacheConfig = field(default_factory=SemanticCacheConfig)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -231,6 +257,7 @@ class GatewayConfig:
     pricing: dict[str, PriceConfig] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     complexity: ComplexityConfig = field(default_factory=ComplexityConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 class ConfigError(Exception):
@@ -440,6 +467,7 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
                 errors.append(f"{where}.timeouts.{key}: must be positive, got {value}")
     errors.extend(_check_policy(config))
     errors.extend(_check_routing(config, models=models))
+    errors.extend(_check_cache(config))
     if models:
         errors.extend(ModelCatalog.from_config(config).problems())
     return [_with_line(e, lines) for e in errors]
@@ -488,6 +516,31 @@ def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
         elif not config.providers[local.provider].is_local:
             errors.append(f"privacy.local_model: {config.privacy.local_model!r} is served by "
                           f"{local.provider!r}, which is not a local provider")  # fmt: skip
+    return errors
+
+
+def _check_cache(config: GatewayConfig) -> list[str]:
+    c = config.cache
+    errors = _positive("cache.ttl_seconds", c.ttl_seconds)
+    errors += _positive("cache.max_items", c.max_items)
+    errors += _positive("cache.max_entry_bytes", c.max_entry_bytes)
+    errors += _positive("cache.semantic.timeout_ms", c.semantic.timeout_ms)
+    errors += _positive("cache.semantic.bucket_size", c.semantic.bucket_size)
+    for i, key in enumerate(config.auth.keys):
+        errors += _positive(f"auth.keys[{i}].cache_ttl_seconds", key.cache_ttl_seconds)
+    if c.max_temperature < 0:
+        errors.append("cache.max_temperature: must not be negative")
+    threshold = c.semantic.threshold
+    if threshold is not None and not 0 < threshold <= 1:
+        errors.append(f"cache.semantic.threshold: must be in (0, 1], got {threshold}")
+    embedder = c.semantic.embedder
+    if embedder != "builtin" and c.enabled and c.semantic.enabled:
+        provider, _, model = embedder.partition(":")
+        if not model or provider not in config.providers:
+            errors.append(
+                f"cache.semantic.embedder: {embedder!r} must be `builtin` or "
+                f"`provider:model` with a configured provider ({', '.join(config.providers)})"
+            )
     return errors
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
+    from gateway.cache.answer import Answer
+    from gateway.cache.service import CachePlan
     from gateway.catalog import Target
     from gateway.chain.auth import Principal
     from gateway.privacy import Finding, TextRef
@@ -63,6 +65,13 @@ class RequestContext:
     complexity_factors: dict[str, float] | None = None
     route_rule: str = ""
     fallback: tuple[Target, ...] = ()
+    # Cache: hit_exact | hit_semantic | miss | bypass ("" when not looked up), the answer
+    # of a hit, and for a miss what to store once the answer is complete.
+    cache_status: str = ""
+    cached: Answer | None = None
+    cache_similarity: float | None = None
+    cache_plan: CachePlan | None = None
+    cache_answer: Answer | None = None  # a miss's complete answer, stored after the last byte
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

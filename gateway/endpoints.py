@@ -17,6 +17,7 @@ from gateway.catalog import AUTO, Target
 from gateway.chain.limits import month_now
 from gateway.errors import (
     GatewayError,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
@@ -137,6 +138,31 @@ class Endpoints:
                 ],
             }
         )
+
+    async def admin_cache_purge(self, request: Request) -> Response:
+        """DELETE /admin/cache[?key=NAME|team=NAME|shared=true]: purge one tenant, or all."""
+        self.gw.auth.authenticate_admin(*credentials(request))
+        cache = self.gw.cache
+        if cache is None:
+            raise InvalidRequest("The cache is off (cache.enabled: false).", code="cache_disabled")
+        query = request.query_params
+        given = [name for name in ("key", "team", "shared") if name in query]
+        if len(given) > 1:
+            raise InvalidRequest("Give at most one of key, team, shared.", param=given[1])
+        tenant = None
+        if given:
+            name = given[0]
+            value = query[name]
+            if not value:
+                raise InvalidRequest(f"{name} must not be empty.", param=name)
+            tenant = "shared" if name == "shared" else f"{name}:{value}"
+        try:
+            removed = await cache.purge(tenant)
+        except StoreUnavailable as exc:
+            message = f"The cache is kept in Redis, which is unreachable: {exc}"
+            raise StateUnavailable(message) from None
+        tenant = tenant or "all"
+        return json_response({"object": "cache.purge", "tenant": tenant, "removed": removed})
 
     async def list_models(self, request: Request) -> Response:
         await self._authenticate(request)

@@ -190,3 +190,41 @@ class Metrics:
             "Requests whose usage and spend could not be recorded (Redis down).",
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "gateway_cache_lookups",
+            "Chat requests by cache result: hit_exact, hit_semantic, miss, bypass.",
+            ["result"],
+            registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            "gateway_cache_saved_tokens",
+            "Tokens that cache hits did not spend upstream, by type (prompt, completion).",
+            ["type"],
+            registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            "gateway_cache_saved_usd",
+            "Priced cost that cache hits did not spend upstream, in USD.",
+            registry=r,
+        )
+        self.cache_stores = Counter(
+            "gateway_cache_stores",
+            "Answers stored in the cache.",
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "gateway_cache_entries",
+            "Answers in the in-memory cache (not reported for Redis).",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "gateway_cache_bytes",
+            "Bytes of answers and embeddings in the in-memory cache (not reported for Redis).",
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "gateway_cache_errors",
+            "Cache operations skipped, by operation (lookup, store, embed) and reason.",
+            ["op", "reason"],
+            registry=r,
+        )

@@ -17,6 +17,13 @@ from gateway.asgi import (
     send_response,
     until_disconnect,
 )
+from gateway.cache.answer import (
+    Answer,
+    StreamRecorder,
+    answer_from_body,
+    replay_body,
+    replay_stream,
+)
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, KeptLocal
 from gateway.restore import RestoringStream, restore_body
@@ -55,6 +62,11 @@ def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[byte
     if ctx.cost_usd is not None:
         cost = f"{ctx.cost_usd:.9f}".rstrip("0").rstrip(".")
         headers.append((b"x-gateway-cost-usd", cost.encode()))
+    if ctx.cache_status:
+        headers.append((b"x-gateway-cache", ctx.cache_status.replace("_", "-").encode()))
+        if ctx.cache_similarity is not None:
+            similarity = f"{ctx.cache_similarity:.4f}".encode()
+            headers.append((b"x-gateway-cache-similarity", similarity))
     return headers
 
 
@@ -94,6 +106,8 @@ class ProxyEndpoint:
             ctx.raw_body = await read_body(scope, receive, gw.config.server.max_body_bytes)
             for stage in gw.chain:
                 await stage(ctx)
+            if ctx.cached is not None:
+                return await self.replay(ctx, ctx.cached, send)
             provider = gw.providers[ctx.provider]
             if ctx.keep_local and not provider.local:  # never, whatever a stage or rule did
                 raise KeptLocal(
@@ -120,6 +134,8 @@ class ProxyEndpoint:
         finally:
             gw.metrics.in_flight.dec()
             await self._settle(ctx)
+            if ctx.cache_answer is not None and ctx.status == 200 and gw.cache is not None:
+                await gw.cache.save(ctx, ctx.cache_answer)
             gw.finish(ctx)
 
     async def _settle(self, ctx: RequestContext) -> None:
@@ -128,6 +144,23 @@ class ProxyEndpoint:
             await self.gateway.limits.settle(ctx)
         except Exception:  # accounting must never turn a served request into an error
             self.gateway.log.exception("settle_failed", request_id=ctx.request_id)
+
+    async def replay(self, ctx: RequestContext, answer: Answer, send: Send) -> None:
+        """A cache hit: the stored answer, fresh id, no upstream call, no tokens spent."""
+        ctx.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        ctx.cost_usd = 0.0
+        ctx.status = 200
+        ctx.first_byte_at = time.perf_counter()
+        if ctx.stream:
+            options = ctx.body.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
+            body = replay_stream(answer, asked and not ctx.strip_stream_usage)
+            headers = gateway_headers(ctx, b"text/event-stream")
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        else:
+            body = replay_body(answer)
+            headers = gateway_headers(ctx, b"application/json")
+        await send_response(send, 200, body, headers)
 
     async def forward(self, ctx: RequestContext, provider: Provider, send: Send) -> None:
         ctx.upstream_started = time.perf_counter()
@@ -180,6 +213,8 @@ class ProxyEndpoint:
         ctx.status = upstream.status_code
         ctx.first_byte_at = time.perf_counter()
         await send_response(send, upstream.status_code, body, headers)
+        if ctx.cache_plan is not None:
+            ctx.cache_answer = answer_from_body(body)
 
     async def _relay_error(
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
@@ -218,11 +253,15 @@ class ProxyEndpoint:
         ctx.status = upstream.status_code
         await send({"type": "http.response.start", "status": ctx.status, "headers": headers})
         tap = StreamTap()
+        limit = self.gateway.config.cache.max_entry_bytes
+        recorder = StreamRecorder(limit) if ctx.cache_plan is not None else None
         strip = UsageStripper() if ctx.strip_stream_usage else None
         restoring = RestoringStream(ctx.placeholders) if ctx.placeholders else None
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.aiter_raw():
+                if recorder is not None:
+                    recorder.feed(chunk)  # as the upstream sent it, usage included
                 if strip is not None:
                     chunk = strip.feed(chunk)
                 if restoring is not None:
@@ -254,6 +293,8 @@ class ProxyEndpoint:
             tail = (b"\n\n" if tap.ends_mid_event else b"") + sse_error_event(failure.to_dict())
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.usage = tap.usage or (strip.usage if strip is not None else None)
+        if recorder is not None and failure is None:
+            ctx.cache_answer = recorder.answer()
 
     def _upstream_failed(self, provider: Provider, exc: BaseException) -> GatewayError:
         error = provider.failure(exc)
@@ -284,4 +325,5 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "rule": ctx.route_rule or None,
         "complexity": None if ctx.complexity is None else round(ctx.complexity, 3),
         "privacy": list(ctx.privacy_categories),
+        "cache": ctx.cache_status or None,
     }

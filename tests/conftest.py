@@ -86,8 +86,14 @@ def run_process(
 
 
 def start_gateway(config: str, tmp: Path, env: dict[str, str] | None = None) -> GatewayProcess:
+    """A gateway on `config`; without a `cache:` section, with the cache off: tests of
+    proxying, limits and routing repeat identical requests that must reach the upstream
+    (the cache has its own tests, tests/test_cache.py)."""
     path = tmp / f"gateway-{free_port()}.yaml"
-    path.write_text(textwrap.dedent(config))
+    text = textwrap.dedent(config)
+    if not any(line.startswith("cache:") for line in text.splitlines()):
+        text += "\ncache: {enabled: false}\n"
+    path.write_text(text)
     clean = {"GATEWAY_API_KEYS": "", "OPENAI_API_KEY": "", "REDIS_URL": "", "GATEWAY_PORT": ""}
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     proc, url = run_process("gateway", cmd, tmp, clean | (env or {}))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.cache.service import ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.chain.auth import AuthStage
+from gateway.chain.cache import CacheStage
 from gateway.chain.complexity import ComplexityStage
 from gateway.chain.limits import LimitStage
 from gateway.chain.parse import ParseStage
@@ -49,9 +51,12 @@ def complexity_settings(config: GatewayConfig) -> ComplexitySettings:
     )
 
 
-def build_chain(auth: AuthStage, decision: list[Stage], limits: LimitStage) -> list[Stage]:
-    """auth → parse → privacy → complexity → router → limits (limits need the route)."""
-    return [auth, *decision, limits]
+def build_chain(
+    auth: AuthStage, decision: list[Stage], limits: LimitStage, cache: ResponseCache | None
+) -> list[Stage]:
+    """auth → parse → privacy → complexity → router → limits (they need the route) → cache."""
+    tail: list[Stage] = [CacheStage(cache)] if cache is not None else []
+    return [auth, *decision, limits, *tail]
 
 
 __all__ = ["Stage", "build_chain"]

@@ -140,6 +140,22 @@ class Provider:
         options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         return await self.client.get(url, headers=self._get_headers, **options)
 
+    async def embed(self, model: str, text: str, timeout: float) -> list[float]:
+        """One embedding from `<base_url>/embeddings`, for the semantic cache."""
+        if self.missing:
+            raise ProviderUnavailable(self.missing)
+        response = await self.client.post(
+            self.base_url + "/embeddings",
+            json={"model": model, "input": text},
+            headers=self._get_headers,
+            timeout=timeout,
+        )
+        response.raise_for_status()
+        vector = response.json()["data"][0]["embedding"]
+        if not isinstance(vector, list) or not vector:
+            raise ValueError("the upstream answered no embedding")
+        return [float(x) for x in vector]
+
     async def discover(self, timeout: float = 2.0) -> list[str]:
         """Models an Ollama host has pulled (`/api/tags`, else `/v1/models`); [] if unknown."""
         if self.type != "ollama":

@@ -7,6 +7,7 @@ one more after the last byte.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,6 +83,24 @@ class Settlement:
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or failed; the caller applies state.on_redis_error."""
+
+
+class Outage:
+    """After a Redis failure, fail fast for a second instead of waiting on timeouts."""
+
+    __slots__ = ("_until",)
+    SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self._until:
+            raise StoreUnavailable("Redis failed less than a second ago")
+
+    def failed(self, exc: BaseException) -> StoreUnavailable:
+        self._until = time.monotonic() + self.SECONDS
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}")
 
 
 class Store(Protocol):

@@ -12,7 +12,6 @@ ms, `<field>:n` count), `cc:<scope>` a sorted set of leases scored by expiry,
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from gateway.stores import (
@@ -20,8 +19,8 @@ from gateway.stores import (
     Admission,
     Budget,
     Check,
+    Outage,
     Settlement,
-    StoreUnavailable,
     WindowState,
 )
 
@@ -111,7 +110,6 @@ return out
 """
 
 _USAGE_TTL_MS = 62 * 24 * 3600 * 1000  # this month and the last stay readable
-_DOWN_SECONDS = 1.0  # after a failure, fail fast this long instead of waiting on timeouts
 
 
 class RedisStore:
@@ -120,16 +118,14 @@ class RedisStore:
         self.prefix = prefix
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
-        self._down_until = 0.0
+        self._outage = Outage()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable("Redis failed less than a second ago")
+        self._outage.check()
         try:
             return await script(keys=keys, args=args)
         except Exception as exc:  # connection, timeout, script or server errors alike
-            self._down_until = time.monotonic() + _DOWN_SECONDS
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise self._outage.failed(exc) from exc
 
     def _usage_key(self, month: str, scope: str) -> str:
         return f"{self.prefix}usage:{month}:{scope}"
@@ -191,16 +187,14 @@ class RedisStore:
         return {scope: int(v) for scope, v in zip(scopes, out, strict=True)}
 
     async def usage(self, scopes: list[str], month: str) -> dict[str, dict[str, int]]:
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable("Redis failed less than a second ago")
+        self._outage.check()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for scope in scopes:
                     pipe.hgetall(self._usage_key(month, scope))
                 rows = await pipe.execute()
         except Exception as exc:
-            self._down_until = time.monotonic() + _DOWN_SECONDS
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise self._outage.failed(exc) from exc
         out = {}
         for scope, row in zip(scopes, rows, strict=True):
             values = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in row.items()}
