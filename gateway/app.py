@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.observability import Metrics, configure_logging, get_logger
 from gateway.pricing import Pricing
 from gateway.providers import build_providers
+from gateway.providers.breaker import OPEN, STATE_VALUES, CircuitBreaker
 from gateway.proxy import ProxyEndpoint, access_fields
 from gateway.stores import build_store
 
@@ -39,6 +40,10 @@ class Gateway:
         self.providers = build_providers(config)
         self.metrics = Metrics()
         self.log = get_logger()
+        for name, provider in self.providers.items():
+            breaker = config.providers[name].breaker
+            provider.breaker = CircuitBreaker(breaker, self._breaker_changed(name))
+            self.metrics.breaker_state.labels(name).set(0)
         self._known_models = {m for models in self.catalog.providers.values() for m in models}
         self.redis = redis_client(config.state.redis_url)
         # Events are built only when they will be written (info is the level they log at).
@@ -51,6 +56,15 @@ class Gateway:
         self.decision_stages = decision_stages(config, self.catalog, self.metrics)
         self.cache = build_cache(config, self.providers, self.metrics, self.pricing, self.log)
         self.chain = build_chain(self.auth, self.decision_stages, self.limits, self.cache)
+
+    def _breaker_changed(self, provider: str) -> Callable[[str, str, str], None]:
+        def changed(before: str, state: str, reason: str) -> None:
+            self.metrics.breaker_state.labels(provider).set(STATE_VALUES[state])
+            self.metrics.breaker_transitions.labels(provider, state).inc()
+            log = self.log.warning if state == OPEN else self.log.info
+            log("breaker_" + state, provider=provider, previous=before, reason=reason)
+
+        return changed
 
     def finish(self, ctx: RequestContext) -> None:
         """After the last byte: metrics and one access log event."""
@@ -120,6 +134,8 @@ def decision_fields(ctx: RequestContext) -> dict[str, Any]:
         "privacy_action": ctx.privacy_action,
         "keep_local": ctx.keep_local,
         "redacted": ctx.redacted,
+        "fallback_chain": [f"{t.provider}:{t.model}" for t in ctx.fallback] or None,
+        "fallback": [{"target": t, "reason": r} for t, r in ctx.attempts] or None,
     }
 
 

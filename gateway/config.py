@@ -121,6 +121,18 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class BreakerConfig:
+    """Per provider: stop calling an upstream that keeps failing, probe it after a cooldown."""
+
+    enabled: bool = True
+    failures: int = 5  # consecutive failures that open the circuit
+    failure_rate: float = 0.5  # or this share of failures over window_seconds ...
+    min_requests: int = 20  # ... once the window holds at least this many calls
+    window_seconds: float = 30.0
+    cooldown_seconds: float = 15.0  # open this long, then one probe (half-open)
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     type: Literal["openai", "ollama", "mock"]
     base_url: str = ""
@@ -136,6 +148,7 @@ class ProviderConfig:
     # model -> capabilities (tools, vision, json_schema); "*" for every model. A model
     # with no entry is assumed to have all of them.
     capabilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
     @property
     def is_local(self) -> bool:
@@ -166,7 +179,7 @@ class RuleConfig:
     when: RuleWhen = field(default_factory=RuleWhen)
     route: str = ""  # a model name: alias, provider:model or bare
     block: str = ""  # or refuse with this message
-    fallback: tuple[str, ...] = ()  # models to try after `route` (the resilience issue)
+    fallback: tuple[str, ...] = ()  # models to try, in order, when `route` fails
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,9 @@ class RoutingConfig:
     capability_model: str = ""
     # Every `auto` request to this provider's first model (env FORCE_OLLAMA/FORCE_OPENAI).
     force_provider: str = ""
+    # Per model (alias, provider:model or bare name): what to try, in order, when it fails
+    # before the first byte. A rule's own `fallback` takes precedence.
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -480,7 +496,7 @@ def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
     """Rules, privacy and complexity settings: everything a request would trip over later."""
     from gateway.catalog import ModelCatalog
     from gateway.complexity import ComplexityWeights
-    from gateway.rules import rule_problems
+    from gateway.rules import fallback_problems, rule_problems
 
     errors = _privacy_problems(config.privacy)
     try:
@@ -505,6 +521,7 @@ def _check_routing(config: GatewayConfig, *, models: bool) -> list[str]:
     catalog = ModelCatalog.from_config(config)
     categories = tuple(d.category for d in config.privacy.detectors)
     errors += rule_problems(routing.rules, catalog, categories)
+    errors += fallback_problems(config, catalog)
     if routing.capability_model and catalog.resolve(routing.capability_model) is None:
         errors.append(f"routing.capability_model: {routing.capability_model!r} is not a "
                       "configured model")  # fmt: skip

@@ -41,6 +41,7 @@ class RequestContext:
     error_code: str | None = None
     # Limits and spend: the admission to settle, its reservation, the response's cost.
     admission: Admission | None = None
+    admitted_provider: str = ""  # the provider whose limits admitted the request
     reserved_tokens: int = 0
     lease_id: str = ""
     limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -65,6 +66,7 @@ class RequestContext:
     complexity_factors: dict[str, float] | None = None
     route_rule: str = ""
     fallback: tuple[Target, ...] = ()
+    attempts: list[tuple[str, str]] = field(default_factory=list)  # (target, why) that failed
     # Cache: hit_exact | hit_semantic | miss | bypass ("" when not looked up), the answer
     # of a hit, and for a miss what to store once the answer is complete.
     cache_status: str = ""

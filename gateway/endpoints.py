@@ -65,7 +65,10 @@ def readiness_summary(report: dict[str, Any]) -> dict[str, Any]:
     """What anyone may see: the status and ok/not-ok per part, no URLs, no error text."""
     summary: dict[str, Any] = {
         "status": report["status"],
-        "providers": {name: {"ok": p["ok"]} for name, p in report["providers"].items()},
+        "providers": {
+            name: {"ok": p["ok"], "breaker": p["breaker"]}
+            for name, p in report["providers"].items()
+        },
     }
     if "redis" in report:
         summary["redis"] = {"ok": report["redis"]["ok"]}
@@ -200,6 +203,12 @@ class Endpoints:
 
     async def readyz(self, request: Request) -> Response:
         report = await self.readiness()
+        # Breakers change between probe rounds: always their state now.
+        providers = {
+            name: {**result, "breaker": self.gw.providers[name].breaker.state}
+            for name, result in report["providers"].items()
+        }
+        report = {**report, "providers": providers}
         status = 200 if report["status"] == "ready" else 503
         if self.gw.config.server.expose_details or self._is_admin(request):
             return json_response(report, status)

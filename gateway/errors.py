@@ -154,6 +154,13 @@ class ProviderUnavailable(GatewayError):
     code = "provider_unavailable"
 
 
+class CircuitOpen(GatewayError):
+    """The provider's circuit breaker is open: failing fast instead of calling it."""
+
+    status = 503
+    code = "provider_circuit_open"
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"

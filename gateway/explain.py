@@ -60,6 +60,7 @@ async def explain(
             "privacy_action": ctx.privacy_action,
             "reason": ctx.privacy_reason or None,
             "redacted_values": ctx.redacted,
+            "fallback": [f"{t.provider}:{t.model}" for t in ctx.fallback],
         },
         "complexity": None
         if ctx.complexity is None

@@ -228,3 +228,22 @@ class Metrics:
             ["op", "reason"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 half-open (probing), 2 open.",
+            ["provider"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_breaker_transitions",
+            "Circuit breaker changes, by provider and the state entered.",
+            ["provider", "state"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Targets that failed before the first byte and were passed over, by provider "
+            "and reason (connection, timeout, http_429, http_5xx, circuit_open).",
+            ["provider", "reason"],
+            registry=r,
+        )

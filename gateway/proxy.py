@@ -24,8 +24,9 @@ from gateway.cache.answer import (
     replay_body,
     replay_stream,
 )
+from gateway.catalog import Target
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, KeptLocal
+from gateway.errors import CircuitOpen, GatewayError, KeptLocal
 from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
 from gateway.wire import (
@@ -62,6 +63,9 @@ def gateway_headers(ctx: RequestContext, content_type: bytes) -> list[tuple[byte
     if ctx.cost_usd is not None:
         cost = f"{ctx.cost_usd:.9f}".rstrip("0").rstrip(".")
         headers.append((b"x-gateway-cost-usd", cost.encode()))
+    if ctx.attempts:
+        tried = ", ".join(f"{target}={reason}" for target, reason in ctx.attempts)
+        headers.append((b"x-gateway-fallback", tried.encode()))
     if ctx.cache_status:
         headers.append((b"x-gateway-cache", ctx.cache_status.replace("_", "-").encode()))
         if ctx.cache_similarity is not None:
@@ -114,11 +118,11 @@ class ProxyEndpoint:
                     f"This request was kept local ({ctx.privacy_reason}) and will not be sent "
                     f"to the cloud provider {provider.name!r}."
                 )
-            if await until_disconnect(receive, self.forward(ctx, provider, send)):
+            if await until_disconnect(receive, self.forward(ctx, send)):
                 ctx.status = 499  # client closed the request
         except GatewayError as exc:
             # Only the local provider's own failure is one; a limit or state error stays itself.
-            upstream_failed = ctx.upstream_started is not None
+            upstream_failed = ctx.upstream_started is not None or isinstance(exc, CircuitOpen)
             if ctx.keep_local and upstream_failed and exc.status in (502, 503, 504):
                 exc = kept_local_failure(ctx, exc)
             await send_error(send, ctx, exc)
@@ -162,9 +166,74 @@ class ProxyEndpoint:
             headers = gateway_headers(ctx, b"application/json")
         await send_response(send, 200, body, headers)
 
-    async def forward(self, ctx: RequestContext, provider: Provider, send: Send) -> None:
+    async def forward(self, ctx: RequestContext, send: Send) -> None:
+        """The route's target, then its fallbacks while one fails before the first byte."""
+        targets = (Target(ctx.provider, ctx.model), *ctx.fallback)
+        for i, target in enumerate(targets):
+            provider = self.gateway.providers[target.provider]
+            if i:
+                if ctx.keep_local and not provider.local:
+                    continue  # the router never lists one; checked again all the same
+                ctx.provider = target.provider
+                ctx.set_model(target.model)
+                ctx.cache_plan = None  # stored under the first target's key, it would lie
+            upstream = await self._attempt(ctx, provider, last=i == len(targets) - 1)
+            if upstream is not None:
+                await self._relay(ctx, provider, upstream, send)
+                return
+
+    async def _attempt(
+        self, ctx: RequestContext, provider: Provider, last: bool
+    ) -> httpx.Response | None:
+        """The upstream's response, or None when it failed and another target is left."""
+        breaker = provider.breaker
+        if not breaker.allow():
+            retry = max(int(breaker.retry_in + 0.999), 1)
+            exc: GatewayError = CircuitOpen(
+                f"Provider {provider.name!r} is failing fast: its circuit breaker is open "
+                f"({breaker.reason}); it is tried again in {retry} s.",
+                headers={"retry-after": str(retry)},
+            )
+            self._passed_over(ctx, provider, exc.code or "circuit_open", exc, last)
+            return None
         ctx.upstream_started = time.perf_counter()
-        upstream = await self._send_upstream(ctx, provider)
+        try:
+            upstream = await provider.send(ctx, ctx.upstream_body())
+        except GatewayError as exc:
+            breaker.record(True, exc.code or "error")
+            self._passed_over(ctx, provider, exc.code or "error", exc, last)
+            return None
+        status = upstream.status_code
+        if last or (status != 429 and status < 500):
+            return upstream
+        breaker.record(status >= 500, f"HTTP {status}")
+        await upstream.aclose()
+        self._passed_over(ctx, provider, f"http_{status}", None, last)
+        return None
+
+    def _passed_over(
+        self,
+        ctx: RequestContext,
+        provider: Provider,
+        reason: str,
+        exc: GatewayError | None,
+        last: bool,
+    ) -> None:
+        metrics = self.gateway.metrics
+        kind = reason  # as a label: http_503 is counted as http_5xx
+        if reason.startswith("http_") and reason != "http_429":
+            kind = reason[:6] + "xx"
+        if reason != "provider_circuit_open":
+            metrics.upstream_errors.labels(provider.name, kind).inc()
+        ctx.attempts.append((f"{ctx.provider}:{ctx.model}", reason))
+        if last and exc is not None:
+            raise exc
+        metrics.fallbacks.labels(provider.name, kind).inc()
+
+    async def _relay(
+        self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
+    ) -> None:
+        failed, why = False, ""  # a client that hung up says nothing about the provider
         try:
             if upstream.status_code >= 400:
                 await self._relay_error(ctx, provider, upstream, send)
@@ -174,16 +243,12 @@ class ProxyEndpoint:
                 await self._relay_stream(ctx, provider, upstream, send)
             else:
                 await self._relay_body(ctx, provider, upstream, send)
+            failed = ctx.status >= 500 or (ctx.status < 400 and ctx.error_code is not None)
+            why = ctx.error_code or f"HTTP {ctx.status}"
         finally:
             ctx.upstream_done = time.perf_counter()
             await upstream.aclose()
-
-    async def _send_upstream(self, ctx: RequestContext, provider: Provider) -> httpx.Response:
-        try:
-            return await provider.send(ctx, ctx.upstream_body())
-        except GatewayError as exc:
-            self.gateway.metrics.upstream_errors.labels(provider.name, exc.code or "error").inc()
-            raise
+            provider.breaker.record(failed, why)
 
     def _response_headers(
         self, ctx: RequestContext, upstream: httpx.Response, default_type: bytes
@@ -326,4 +391,5 @@ def access_fields(ctx: RequestContext, now: float) -> dict[str, Any]:
         "complexity": None if ctx.complexity is None else round(ctx.complexity, 3),
         "privacy": list(ctx.privacy_categories),
         "cache": ctx.cache_status or None,
+        "fallback": [{"target": t, "reason": r} for t, r in ctx.attempts] or None,
     }

@@ -14,7 +14,7 @@ from gateway.catalog import AUTO, ModelCatalog, Target
 from gateway.wire import LATENCY_PREFERENCES
 
 if TYPE_CHECKING:
-    from gateway.config import RuleConfig
+    from gateway.config import GatewayConfig, RuleConfig
     from gateway.context import RequestContext
 
 
@@ -123,6 +123,46 @@ def rule_problems(
             value = getattr(when, bound)
             if value is not None and not 0 <= value <= 1:
                 errors.append(f"{where}.when.{bound}: must be between 0 and 1, got {value}")
+    return errors
+
+
+def fallback_problems(config: GatewayConfig, catalog: ModelCatalog) -> list[str]:
+    """Unknown models in `routing.fallbacks`, and chains that would carry a request the
+    privacy scan keeps local to a cloud provider (the router drops such targets anyway)."""
+    from gateway.chain.privacy import action_for
+
+    errors = []
+    local = {name: p.is_local for name, p in config.providers.items()}
+    for model, chain in config.routing.fallbacks.items():
+        if catalog.resolve(model) is None:
+            errors.append(f"routing.fallbacks.{model}: {model!r} is not a configured model")
+        for j, name in enumerate(chain):
+            if catalog.resolve(name) is None:
+                errors.append(f"routing.fallbacks.{model}[{j}]: {name!r} is not a configured model")
+    keeps_local = [c for c, action in config.privacy.actions.items() if action == "route_local"]
+    if not config.privacy.enabled or not keeps_local:
+        return errors
+    chains: list[tuple[str, tuple[str, ...]]] = []
+    if config.privacy.local_model in config.routing.fallbacks:
+        name = config.privacy.local_model
+        chains.append(
+            (f"routing.fallbacks.{name} (privacy.local_model)", config.routing.fallbacks[name])
+        )
+    for i, rule in enumerate(config.routing.rules):
+        wanted = [c for c in rule.when.privacy if c != "none"]
+        actions = config.privacy.actions
+        if rule.fallback and any(
+            c == "any" or action_for(actions, c) == "route_local" for c in wanted
+        ):
+            where = f"routing.rules[{i}].fallback (rule {rule.name!r} matches {', '.join(wanted)})"
+            chains.append((where, rule.fallback))
+    for where, chain in chains:
+        cloud = [
+            n for n in chain if (t := catalog.resolve(n)) is not None and not local[t.provider]
+        ]
+        if cloud:
+            errors.append(f"{where}: {', '.join(cloud)} would take a request the privacy scan "
+                          "keeps local to a cloud provider; list local models only")  # fmt: skip
     return errors
 
 

@@ -84,7 +84,8 @@ def test_readyz_is_503_when_no_provider_is_usable(
     try:
         response = httpx.get(gw.url + "/readyz")
         assert response.status_code == 503
-        assert response.json()["providers"]["badkey"] == {"ok": False}  # no detail for anyone
+        # No detail for anyone: ok or not, and the circuit breaker's state.
+        assert response.json()["providers"]["badkey"] == {"ok": False, "breaker": "closed"}
         response = httpx.get(gw.url + "/readyz", headers=ADMIN)
         report = response.json()
         assert report["status"] == "unavailable"
@@ -297,7 +298,10 @@ def test_readyz_counts_the_mock_only_when_it_is_the_default(workdir: Path) -> No
         assert response.status_code == 503  # the mock answers, but nothing real is usable
         assert response.json() == {
             "status": "unavailable",
-            "providers": {"ollama": {"ok": False}, "mock": {"ok": True}},
+            "providers": {
+                "ollama": {"ok": False, "breaker": "closed"},
+                "mock": {"ok": True, "breaker": "closed"},
+            },
         }
         metrics = httpx.get(gw.url + "/metrics").text
         assert 'gateway_provider_up{provider="ollama"} 0.0' in metrics
@@ -326,7 +330,7 @@ def test_readyz_details_for_admins_or_when_exposed(
             {"authorization": "Bearer x"},
         ):
             body = httpx.get(hidden.url + "/readyz", headers=headers)
-            assert body.json()["providers"]["openai"] == {"ok": False}
+            assert body.json()["providers"]["openai"] == {"ok": False, "breaker": "closed"}
             assert fake_upstream.base_url not in body.text
         admin = httpx.get(hidden.url + "/readyz", headers=ADMIN).json()
         assert admin["providers"]["openai"]["base_url"] == fake_upstream.base_url

@@ -533,11 +533,14 @@ def test_local_provider_down_is_503_kept_local(gws: dict[str, Any], cloud: FakeU
             response = post(down, body | {"model": model} | extra)
             error = error_of(response, 503, "kept_local")
             assert "kept local" in error["message"] and category in error["message"]
-            assert "'ollama'" in error["message"] and "not reachable" in error["message"]
+            assert "'ollama'" in error["message"]
+            # Unreachable, and after five such failures its circuit breaker fails fast.
+            assert "not reachable" in error["message"] or "breaker is open" in error["message"]
             assert value not in response.text
             assert response.headers["x-gateway-provider"] == "ollama"
     # A clean request that defaults to the dead local provider: its plain error, not kept_local.
-    error_of(post(down, user("What time is it?")), 503, "provider_unavailable")
+    error = error_of(post(down, user("What time is it?")), 503, "provider_circuit_open")
+    assert "'ollama'" in error["message"] and "provider_unavailable" in error["message"]
     assert recorded(cloud) == []
     routed(post(down, user("What time is it?", "cloud")), "openai", "explicit")
     assert len(recorded(cloud)) == 1

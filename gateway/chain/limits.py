@@ -167,6 +167,7 @@ class LimitStage:
         key = ctx.key
         if key is None:
             return
+        ctx.admitted_provider = ctx.provider
         plan = self.plan(key, ctx.provider)
         if not plan.checks and not plan.budgets and not self.deny_on_error:
             return  # nothing to admit; under `deny` the store is asked anyway (it must answer)
@@ -251,9 +252,10 @@ class LimitStage:
     async def settle(self, ctx: RequestContext) -> None:
         """After the last byte: real tokens, the lease back, usage and spend added."""
         key = ctx.key
-        if key is None or not ctx.provider:
+        if key is None or not ctx.admitted_provider:
             return
-        plan = self.plan(key, ctx.provider)
+        # The plan admitted against: a fallback may have served from another provider.
+        plan = self.plan(key, ctx.admitted_provider)
         if ctx.admission is None and (plan.checks or plan.budgets or self.deny_on_error):
             return  # refused at admission: nothing was served, reserved or leased
         usage = ctx.usage or {}

@@ -28,7 +28,7 @@ from gateway.errors import (
     RequestBlocked,
 )
 from gateway.privacy import redact
-from gateway.rules import compile_rules
+from gateway.rules import RESERVED_RULES, compile_rules
 
 
 class AllowList:
@@ -72,6 +72,12 @@ class RouterStage:
         self.actions = config.privacy.actions
         self.restore = config.privacy.restore
         self._allow: dict[str, AllowList] = {}
+        self.fallbacks: dict[Target, tuple[Target, ...]] = {}
+        for model, chain in config.routing.fallbacks.items():
+            origin = catalog.resolve(model)
+            if origin is not None:
+                resolved = (catalog.resolve(n) for n in chain)
+                self.fallbacks[origin] = tuple(t for t in resolved if t is not None)
 
     def _local_target(self, config: GatewayConfig) -> Target | None:
         if config.privacy.local_model:
@@ -88,11 +94,14 @@ class RouterStage:
         caps = listed.get(target.model, listed.get("*"))
         return caps is None or needs <= caps
 
-    def check_allowed(self, key: Principal, requested: str, target: Target) -> None:
+    def _allow_list(self, key: Principal) -> AllowList:
         allow = self._allow.get(key.name)
         if allow is None:
             allow = self._allow[key.name] = AllowList(key.models, self.catalog)
-        if not allow.allows(requested, target):
+        return allow
+
+    def check_allowed(self, key: Principal, requested: str, target: Target) -> None:
+        if not self._allow_list(key).allows(requested, target):
             raise ModelNotAllowed(
                 f"Key '{key.name}' may not use model '{requested}' "
                 f"({target.provider}:{target.model}); its models are: "
@@ -151,13 +160,31 @@ class RouterStage:
                         "provider is configured to serve it."
                     )
                 target, rule = self.local_target, "privacy"
-        elif action == "redact" and not self.local[target.provider]:
-            self._redact(ctx)
         if ctx.key is not None and ctx.key.models:
             self.check_allowed(ctx.key, name, target)
+        ctx.fallback = self._chain(ctx, target, rule)
+        if action == "redact" and not all(self.local[t.provider] for t in (target, *ctx.fallback)):
+            self._redact(ctx)  # before any cloud target sees the body, first or fallback
         ctx.route_rule = rule
         ctx.provider = target.provider
         ctx.set_model(target.model)
+
+    def _chain(self, ctx: RequestContext, target: Target, rule: str) -> tuple[Target, ...]:
+        """The fallback targets this request may use: the matched rule's, else its model's;
+        never a cloud one for a request kept local, nor one the key or its needs exclude."""
+        chain = ctx.fallback if rule not in RESERVED_RULES else self.fallbacks.get(target, ())
+        out = []
+        for t in chain:
+            if t == target or t in out or (ctx.keep_local and not self.local[t.provider]):
+                continue
+            if ctx.needs and not self.can(t, ctx.needs):
+                continue
+            key = ctx.key
+            named = f"{t.provider}:{t.model}"
+            if key is not None and key.models and not self._allow_list(key).allows(named, t):
+                continue
+            out.append(t)
+        return tuple(out)
 
     def _redact(self, ctx: RequestContext) -> None:
         """Swap each value whose category's action is `redact` for a typed placeholder."""

@@ -11,6 +11,7 @@ import httpx
 from gateway.config import ProviderConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ProviderUnavailable, UpstreamError, UpstreamTimeout
+from gateway.providers.breaker import CircuitBreaker
 
 # Client headers never sent upstream: credentials, hop-by-hop, and what the gateway sets.
 _DROP_HEADERS = frozenset(
@@ -50,6 +51,7 @@ class Provider:
         self.name = name
         self.type = cfg.type
         self.local = cfg.is_local  # data sent here stays in-house
+        self.breaker = CircuitBreaker(cfg.breaker)  # the Gateway adds metrics and logs
         self.base_url = api_base(cfg)
         self.display_url = self.base_url if cfg.type != "mock" else "built-in"
         hint = " (set OPENAI_API_KEY)" if name == "openai" else ""
