@@ -445,10 +445,14 @@ class Scan:
                     if match is None:
                         continue
                     end = match.end()
-                if (pos == 0 or not _is_word(view[pos - 1])) and (
-                    end == size or not _is_word(view[end])
+                # Word edges on the bytes; `?` stands for any non-ASCII character: ask it.
+                before = low[pos - 1] if pos else 32
+                after = low[end] if end < size else 32
+                if (before in _WORD_BYTES or (before == 63 and _is_word(view[pos - 1]))) or (
+                    after in _WORD_BYTES or (after == 63 and _is_word(view[end]))
                 ):
-                    out.append((pos, end, KEYWORD_ID))
+                    continue
+                out.append((pos, end, KEYWORD_ID))
         for pattern in unicode_keywords:
             out.extend((m.start(), m.end(), KEYWORD_ID) for m in pattern.finditer(view))
         return out

@@ -12,6 +12,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.privacy.detect import (
     ASSIGN_STEMS,
@@ -51,9 +52,12 @@ class PrivacyDetectorSpec:
     category: str
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One detected value: `ref.text[start:end]`. Its repr never shows the value."""
+class Finding(NamedTuple):
+    """One detected value: `ref.text[start:end]`. Its repr never shows the value.
+
+    A named tuple, not a frozen dataclass: a scan may make dozens, and a frozen
+    dataclass's __init__ costs several times as much.
+    """
 
     detector: str
     category: str
