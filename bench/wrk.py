@@ -22,7 +22,7 @@ setup = function(thread)
   threads = threads + 1
   thread:set("tid", threads)
 end
-local head, tail = wrk.body:match('^(.*)("}%]}%s*)$')
+local head, tail = wrk.body:match('^(.*)("}}%]}}%s*)$')
 local n = 0
 request = function()
   if head == nil then return wrk.format() end
