@@ -1,4 +1,4 @@
-"""Command line: `gateway serve`, `gateway check-config` and `gateway hash-key`."""
+"""Command line: `gateway serve`, `check-config`, `hash-key`, `explain` and `reload`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def serve(args: argparse.Namespace) -> int:
     else:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(config), **options)
+        uvicorn.run(create_app(config, args.config), **options)
     return 0
 
 
@@ -102,8 +102,8 @@ def explain_request(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> tuple[int, dict[str, Any]]:
-        from gateway.app import Gateway
         from gateway.explain import explain
+        from gateway.runtime import Gateway
 
         gateway = Gateway(config)
         try:
@@ -114,6 +114,34 @@ def explain_request(args: argparse.Namespace) -> int:
     status, report = asyncio.run(run())
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0 if status == 200 and "error" not in report else 1
+
+
+def reload(args: argparse.Namespace) -> int:
+    """Ask a running gateway to reload its config file (POST /admin/reload)."""
+    import httpx
+
+    key = args.admin_key or os.environ.get("GATEWAY_ADMIN_KEY", "")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.post(args.url.rstrip("/") + "/admin/reload", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"gateway reload: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    body = (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    if response.status_code == 200:
+        print("reloaded")
+        return 0
+    errors = body.get("errors") or [body.get("error", {}).get("message", response.text)]
+    print(f"gateway reload: refused (HTTP {response.status_code})", file=sys.stderr)
+    for error in errors:
+        print(f"  {error}", file=sys.stderr)
+    if response.status_code in (401, 403):
+        print("  an admin key is needed: --admin-key KEY or $GATEWAY_ADMIN_KEY", file=sys.stderr)
+    return 1
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -150,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--endpoint", default="chat", choices=["chat", "completions", "embeddings"])
     e.add_argument("--key", help="decide as this virtual key (its name)")
     e.set_defaults(func=explain_request)
+    r = sub.add_parser("reload", help="make a running gateway reload its config file")
+    r.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    r.add_argument("--admin-key", help="an admin key (default: $GATEWAY_ADMIN_KEY)")
+    r.set_defaults(func=reload)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -27,7 +27,7 @@ from gateway.explain import explain
 from gateway.stores import NANO, StoreUnavailable
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime import Gateway
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

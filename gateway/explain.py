@@ -12,7 +12,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.observability import Metrics
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime import Gateway
 
 ENDPOINTS = {
     "chat": "/chat/completions",

@@ -247,3 +247,19 @@ class Metrics:
             ["provider", "reason"],
             registry=r,
         )
+        self.config_reloads = Counter(
+            "gateway_config_reloads",
+            "Config reloads, by result: ok, or invalid (the running config stays).",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload = Gauge(
+            "gateway_config_last_reload_timestamp_seconds",
+            "When the config was last reloaded or a reload was refused (Unix time).",
+            registry=r,
+        )
+        self.config_last_reload_ok = Gauge(
+            "gateway_config_last_reload_success",
+            "1 if the last reload succeeded, 0 if the file was invalid.",
+            registry=r,
+        )

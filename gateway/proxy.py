@@ -38,8 +38,8 @@ from gateway.wire import (
 )
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
     from gateway.providers import Provider
+    from gateway.runtime import Gateway
 
 _MAX_ERROR_BODY = 1 << 20
 # Upstream response headers worth passing on; everything else is the gateway's business.
@@ -106,6 +106,7 @@ class ProxyEndpoint:
             scope["request_id"], self.endpoint, self.upstream_path, headers, time.perf_counter()
         )
         gw.metrics.in_flight.inc()
+        gw.active += 1
         try:
             ctx.raw_body = await read_body(scope, receive, gw.config.server.max_body_bytes)
             for stage in gw.chain:
@@ -137,6 +138,7 @@ class ProxyEndpoint:
             ctx.status = 500
         finally:
             gw.metrics.in_flight.dec()
+            gw.active -= 1
             await self._settle(ctx)
             if ctx.cache_answer is not None and ctx.status == 200 and gw.cache is not None:
                 await gw.cache.save(ctx, ctx.cache_answer)

@@ -127,6 +127,9 @@ def gateway_config(upstream: FakeUpstream, transport: str = "aiohttp") -> str:
         api_key: {UPSTREAM_KEY}
         models: [gpt-4o-mini, text-embedding-3-small]
         timeouts: {{connect: 2, read: 3, write: 5, pool: 5}}
+        # Tests inject upstream faults on purpose, many in a row; a breaker that opened
+        # would answer the next test for them (breakers: tests/test_resilience.py).
+        breaker: {{enabled: false}}
       ollama:
         type: ollama
         base_url: {upstream.url}

@@ -279,15 +279,19 @@ def build_cache(
     metrics: Metrics,
     pricing: Pricing,
     log: Any,
+    store: CacheStore | None = None,
 ) -> ResponseCache | None:
+    """The cache, on `store` when given (a reload keeps the entries), else a new one."""
     c = config.cache
     if not c.enabled:
         return None
-    store: CacheStore
-    if config.state.redis_url:
-        store = RedisCacheStore(config.state.redis_url, config.state.key_prefix + "cache:")
-    else:
-        store = MemoryCacheStore(c.max_items)
+    if store is None:
+        if config.state.redis_url:
+            store = RedisCacheStore(config.state.redis_url, config.state.key_prefix + "cache:")
+        else:
+            store = MemoryCacheStore(c.max_items)
+    elif isinstance(store, MemoryCacheStore):
+        store.entries.max_items = c.max_items  # a reload may resize it
     embedder: Embedder | None = None
     if c.semantic.enabled:
         if c.semantic.embedder == "builtin":

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.config import GatewayConfig
 from gateway.providers.base import Provider
 
-
-def build_providers(config: GatewayConfig) -> dict[str, Provider]:
-    return {name: Provider(name, cfg) for name, cfg in config.providers.items()}
-
-
-__all__ = ["Provider", "build_providers"]
+__all__ = ["Provider"]
