@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from bench.procs import free_port
 from tests.conftest import UPSTREAM_KEY, FakeUpstream, GatewayProcess, require, start_gateway
 from tests.test_policy import bearer, error_of, metric, wait_until
 from tests.test_redis_limits import RedisServer, new_prefix
@@ -469,3 +470,16 @@ def test_redis_stopped_mid_run_skips_the_cache(fake_upstream: FakeUpstream, work
     finally:
         gateway.process.stop()
         server.stop()
+
+
+def test_redis_down_at_start_skips_the_cache(fake_upstream: FakeUpstream, workdir: Path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    gateway = start_gateway(cache_config(fake_upstream, state=redis_state(dead)), workdir)
+    try:
+        question = fresh("Is Redis needed?")
+        for _ in range(3):
+            assert status(ask(gateway, KEYS["alice"], question)) == "bypass"
+        assert metric(gateway, "gateway_cache_errors_total", op="lookup") >= 1
+        assert "Traceback" not in gateway.log()
+    finally:
+        gateway.process.stop()
