@@ -1,13 +1,15 @@
 """Model names clients may send, and where each one goes.
 
 `auto`, aliases from YAML, `provider:model` (split at the first colon, only when the
-prefix is a configured provider: `ollama:llama3.2:8b` is model `llama3.2:8b`), and bare
-names a provider lists.
+prefix is a configured provider: `ollama:llama3.2:8b` is model `llama3.2:8b`), bare
+names a provider lists, and names matching a provider's patterns (`gpt-*`, `o[0-9]*`:
+shell-style, tried in config order after every listed name).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +24,10 @@ class Target:
     model: str
 
 
+def is_pattern(model: str) -> bool:
+    return any(c in model for c in "*?[")
+
+
 class ModelCatalog:
     def __init__(
         self,
@@ -33,9 +39,13 @@ class ModelCatalog:
         self.aliases = aliases
         self.default_model = default_model
         self._bare: dict[str, Target] = {}
+        self._patterns: list[tuple[str, str]] = []  # (pattern, provider)
         self._duplicates: list[str] = []
         for provider, models in providers.items():
             for model in models:
+                if is_pattern(model):
+                    self._patterns.append((model, provider))
+                    continue
                 if model in self._bare:
                     self._duplicates.append(
                         f"providers.{provider}.models: {model!r} is also listed by provider "
@@ -56,11 +66,19 @@ class ModelCatalog:
         prefix, colon, rest = name.partition(":")
         if colon and rest and prefix in self.providers:
             return Target(prefix, rest)
-        return self._bare.get(name)
+        target = self._bare.get(name)
+        if target is None and name:
+            for pattern, provider in self._patterns:
+                if fnmatchcase(name, pattern):
+                    return Target(provider, name)
+        return target
 
     def first_model(self, provider: str) -> Target | None:
-        models = self.providers.get(provider)
-        return Target(provider, models[0]) if models else None
+        """The provider's first listed model that is a name, not a pattern."""
+        for model in self.providers.get(provider, ()):
+            if not is_pattern(model):
+                return Target(provider, model)
+        return None
 
     def listing(self) -> list[tuple[str, str]]:
         """(model id, owner) for GET /v1/models: auto, aliases, then every provider model."""

@@ -192,6 +192,9 @@ class RoutingConfig:
     capability_model: str = ""
     # Every `auto` request to this provider's first model (env FORCE_OLLAMA/FORCE_OPENAI).
     force_provider: str = ""
+    # A model name no provider lists or matches: `reject` (404 model_not_found) or `auto`
+    # (through the rules, as if the request said `auto`).
+    unknown_model: Literal["reject", "auto"] = "reject"
     # Per model (alias, provider:model or bare name): what to try, in order, when it fails
     # before the first byte. A rule's own `fallback` takes precedence.
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)

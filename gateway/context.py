@@ -30,6 +30,7 @@ class RequestContext:
     principal: str = "-"  # the client key's name, never the key itself
     key: Principal | None = None
     requested_model: str = ""
+    as_auto: bool = False  # `auto`, or an unlisted name under routing.unknown_model: auto
     routing_preferences: dict[str, Any] | None = None
     provider: str = ""
     model: str = ""

@@ -35,7 +35,8 @@ class Rule:
             return False
         if when.tiers and (key is None or key.tier not in when.tiers):
             return False
-        if when.models and ctx.requested_model not in when.models:
+        named = ctx.requested_model in when.models or (ctx.as_auto and AUTO in when.models)
+        if when.models and not named:
             return False
         if when.privacy and not _privacy_matches(when.privacy, ctx.privacy_categories):
             return False

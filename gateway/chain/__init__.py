@@ -34,7 +34,8 @@ class Stage(Protocol):
 
 def decision_stages(config: GatewayConfig, catalog: ModelCatalog, metrics: Metrics) -> list[Stage]:
     """parse → privacy → complexity → router: the decision, as `gateway explain` runs it."""
-    stages: list[Stage] = [ParseStage(config.providers)]
+    unknown_auto = config.routing.unknown_model == "auto"
+    stages: list[Stage] = [ParseStage(config.providers, catalog, unknown_auto)]
     if config.privacy.enabled:
         stages.append(PrivacyStage(config, build_scanner(config), metrics))
     stages.append(ComplexityStage(ComplexityScorer(complexity_settings(config)), metrics))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.catalog import AUTO
 from gateway.complexity import ComplexityScorer
 from gateway.context import RequestContext
 from gateway.observability import Metrics
@@ -14,7 +13,7 @@ class ComplexityStage:
         self._histogram = metrics.complexity
 
     async def __call__(self, ctx: RequestContext) -> None:
-        if ctx.requested_model != AUTO or ctx.endpoint == "embeddings":
+        if not ctx.as_auto or ctx.endpoint == "embeddings":
             return  # an explicit model skips the score (never the privacy scan)
         result = self.scorer.score(ctx.endpoint, ctx.body)
         ctx.complexity = result.score

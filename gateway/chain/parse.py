@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gateway.catalog import AUTO, ModelCatalog
 from gateway.context import RequestContext
 from gateway.wire import check_request, needs_of, parse_body, pop_routing_preferences
 
@@ -25,14 +26,25 @@ def ask_for_stream_usage(ctx: RequestContext) -> None:
 
 
 class ParseStage:
-    def __init__(self, providers: Iterable[str]) -> None:
+    def __init__(
+        self,
+        providers: Iterable[str],
+        catalog: ModelCatalog | None = None,
+        unknown_auto: bool = False,
+    ) -> None:
         self.providers = tuple(providers)
+        self.catalog = catalog
+        self.unknown_auto = unknown_auto  # routing.unknown_model: auto
 
     async def __call__(self, ctx: RequestContext) -> None:
         body = parse_body(ctx.raw_body)
         check_request(ctx.endpoint, body)
         ctx.body = body
-        ctx.requested_model = body["model"]
+        name = ctx.requested_model = body["model"]
+        # An unlisted name goes through the rules as `auto` when the config says so.
+        ctx.as_auto = name == AUTO or (
+            self.unknown_auto and self.catalog is not None and self.catalog.resolve(name) is None
+        )
         ctx.stream = body.get("stream") is True
         if ctx.stream and ctx.endpoint != "embeddings":
             ask_for_stream_usage(ctx)

@@ -85,8 +85,9 @@ class RouterStage:
         # The first local provider's first model, a real one before the built-in mock.
         ordered = sorted(config.providers.items(), key=lambda item: item[1].type == "mock")
         for name, provider in ordered:
-            if provider.is_local and provider.models:
-                return Target(name, provider.models[0])
+            first = self.catalog.first_model(name) if provider.is_local else None
+            if first is not None:
+                return first
         return None
 
     def can(self, target: Target, needs: frozenset[str]) -> bool:
@@ -127,7 +128,7 @@ class RouterStage:
     async def __call__(self, ctx: RequestContext) -> None:
         name = ctx.requested_model
         asked = (ctx.routing_preferences or {}).get("force_provider")
-        if name == AUTO:
+        if ctx.as_auto:
             target, rule = self._auto(ctx, asked or self.forced)
         else:
             resolved = self.catalog.resolve(name)
