@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
 from gateway.config import GatewayConfig, load_config
+from gateway.drain import Drain, DrainGuard
 from gateway.errors import GatewayError
 from gateway.observability import configure_logging
 from gateway.runtime import PROXIED, Gateway, Runtime
@@ -30,6 +31,8 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
     """The app; with `path`, the config file is watched and reloaded (and on SIGHUP)."""
     configure_logging(config.logging)
     runtime = Runtime(config, path)
+    server = config.server  # the drain's settings are read once, at start
+    drain = Drain(server.drain_delay_seconds, server.drain_seconds, runtime.gateway.log)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -43,6 +46,7 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
         log.info(
             "started", providers=list(gw.providers), default_model=config.routing.default_model
         )
+        drain.install()
         watcher = asyncio.create_task(runtime.watch()) if path else None
         if path:
             loop = asyncio.get_running_loop()
@@ -91,7 +95,8 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.runtime = runtime
-    return RequestIdMiddleware(FastPath(runtime, app))
+    app.state.drain = drain  # /readyz reads it
+    return RequestIdMiddleware(DrainGuard(FastPath(runtime, app), drain))
 
 
 class FastPath:

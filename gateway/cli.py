@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import ipaddress
+import math
 import os
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def serve(args: argparse.Namespace) -> int:
         "log_level": "warning",
         "server_header": False,
         "proxy_headers": False,  # the gateway does not use the client address; saves ~4 % CPU
-        "timeout_graceful_shutdown": 10,
+        # A backstop only: the drain (gateway/drain.py) ends what is left at drain_seconds.
+        "timeout_graceful_shutdown": math.ceil(config.server.drain_seconds) + 2,
     }
     from gateway.observability import configure_logging, get_logger
 

@@ -31,6 +31,11 @@ class ServerConfig:
     readiness_cache_seconds: float = 5.0
     # /readyz shows upstream URLs and errors to anyone; else only to an admin key.
     expose_details: bool = False
+    # On SIGTERM/SIGINT /readyz answers 503 at once, and the listener stays open this long
+    # so that a load balancer that saw it stops sending before connections are refused.
+    drain_delay_seconds: float = 0.5
+    # Then in-flight requests and streams get this long to finish; what is left is ended.
+    drain_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -473,6 +478,11 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
         errors.append(f"server.workers: must be at least 1, got {s.workers}")
     if s.max_body_bytes < 1024:
         errors.append(f"server.max_body_bytes: must be at least 1024, got {s.max_body_bytes}")
+    errors += _positive("server.drain_seconds", s.drain_seconds)
+    if s.drain_delay_seconds < 0:
+        errors.append(
+            f"server.drain_delay_seconds: must not be negative, got {s.drain_delay_seconds}"
+        )
     for name, p in config.providers.items():
         where = f"providers.{name}"
         if ":" in name:

@@ -89,6 +89,11 @@ def usage_row(row: dict[str, int], budget: float | None) -> dict[str, Any]:
     }
 
 
+_DRAINING = (
+    "The gateway is shutting down: it finishes the requests in flight and takes no new ones."
+)
+
+
 def _model(model_id: str, owner: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
@@ -202,6 +207,9 @@ class Endpoints:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        drain = getattr(request.app.state, "drain", None)
+        if drain is not None and drain.draining:  # shutting down: send new work elsewhere
+            return json_response({"status": "draining", "message": _DRAINING}, 503)
         report = await self.readiness()
         # Breakers change between probe rounds: always their state now.
         providers = {
