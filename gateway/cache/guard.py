@@ -15,8 +15,10 @@ products, drugs, places...) must reappear. No model, no I/O; regexes compile at 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 KINDS = ("quoted", "date", "number", "unit", "quantifier", "negation", "entity")
@@ -175,6 +177,7 @@ _CONTRACTION_WORDS = {
     "cant": ("can", "not"), "couldnt": ("could", "not"), "wouldnt": ("would", "not"),
     "shouldnt": ("should", "not"), "wont": ("will", "not"), "havent": ("have", "not"),
     "hasnt": ("has", "not"), "hadnt": ("had", "not"), "mustnt": ("must", "not"),
+    "ca": ("can",), "wo": ("will",), "sha": ("shall",),
 }  # fmt: skip
 
 _SMALL = {
@@ -287,37 +290,47 @@ _QUOTED = re.compile(
     r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u2018([^\u2019\n]+)\u2019|`([^`\n]+)`"
     r"|(?<![\w'])'(?=\S)([^'\n]+?)'(?!\w)"
 )
+_QUOTE_CHARS = ('"', "\u201c", "\u2018", "`", "'")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{2,4})\b")
 _CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})(?::\d{2})?\s*([ap]\.?m\.?)?", re.IGNORECASE)
-# Code-like tokens (snake_case, file.names, --flags) must match exactly, like names.
-_IDENTIFIER = re.compile(r"(?<![\w-])(?:--?[A-Za-z][\w-]*|\w*[A-Za-z]\w*(?:[._]\w+)+)")
+# One pass over the text. Code-like tokens (--flags, dotted.names, snake_case, operators
+# such as "==" or "->") come out whole: they must match exactly, like names.
 _TOKEN = re.compile(
-    r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['\u2019][^\W\d_]+)*|[%$€£¥°+*/\u00d7\u00f7^=<>-]|[.!?;:¿¡\n]"
+    r"(?<![\w-])--?[A-Za-z][\w-]*"
+    r"|(?>[A-Za-z_]\w*)(?:\.\w+)+|(?>[A-Za-z]+_\w*)"
+    r"|\d+(?:[.,]\d+)*"
+    r"|[^\W\d_]+(?:['\u2019][^\W\d_]+)*"
+    r"|[=!<>&|+*/%^~:-]{2,}"
+    r"|[%$€£¥°+*/\u00d7\u00f7^=<>-]|[.!?;:¿¡\n]"
 )
-# Operators in code questions ("==" vs "===", "->", "&&") name different things.
-_CODE_OPERATOR = re.compile(r"[=!<>:&|+\-*/%^~?.]{2,}")
+# Without code in sight (most questions) plain string methods split the text. A 1:1
+# table keeps str.translate on its fast path: sentence ends become ".", other
+# punctuation a space; then the few symbols the reader needs get spaces around them.
+_ENDS = "!?;:\u00bf\u00a1\n\u2026"
+_SPACES = '"(),[]{}#@&|~`\u201c\u201d\u2018\u00ab\u00bb\t\r'
+_SPACING = str.maketrans(_ENDS + _SPACES + "\u2019", "." * len(_ENDS) + " " * len(_SPACES) + "'")
+_SYMBOLS = frozenset("%$€£¥°+*/\u00d7\u00f7^=<>-")
+_DIGITS = frozenset("0123456789")
+_CODE_MARKS = frozenset("_=&|<>~^")
+_CODE_CHARS = _CODE_MARKS | {".", "-"}  # any code-like token needs one of these
+# Patterns that start with a literal or a digit, so the scan for them stays cheap.
+_GROUP_COMMA = re.compile(r",(?<=\d,)(?=\d{3}(?!\d))")
+_SENTENCE_DOT = re.compile(r"\.(?!\d)")
+_DIGIT_LETTER = re.compile(r"\d[^\W\d_]")
+_DIGIT_LETTER_SPLIT = re.compile(r"(?<=\d)(?=[^\W\d_])")
+_SUBWORD = re.compile(r"[^\W\d_]+")
 _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+")
-_PHRASES = re.compile(
-    r"\b(?:multiplied by|divided by|to the power of|at least|at most|no more than|"
-    r"no less than|more than|greater than|larger than|less than|fewer than|smaller than|"
-    r"up to|per cent|km/h|m/s|sq\.? ?ft)(?!\w)",
-    re.IGNORECASE,
-)
-_PHRASE_TOKENS = {
-    "multiplied by": " * ", "divided by": " / ", "to the power of": " ^ ",
-    "at least": " qge ", "no less than": " qge ", "at most": " qle ", "no more than": " qle ",
-    "up to": " qle ", "more than": " qgt ", "greater than": " qgt ", "larger than": " qgt ",
-    "less than": " qlt ", "fewer than": " qlt ", "smaller than": " qlt ",
-    "per cent": " percent ", "km/h": " kph ", "m/s": " mps ", "sq ft": " sqft ",
-    "sq. ft": " sqft ", "sq.ft": " sqft ", "sqft": " sqft ",
-}  # fmt: skip
-_COMPARATORS = {"qge": ">=", "qle": "<=", "qgt": ">", "qlt": "<"}
 _BOUNDARY = frozenset(".!?;:¿¡\n")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# Comparators read at "than": "more than", "fewer than"; "no more than" is "<=".
+_COMPARE_THAN = {
+    "more": ">", "greater": ">", "larger": ">", "higher": ">", "less": "<", "fewer": "<",
+    "smaller": "<", "lower": "<",
+}  # fmt: skip
+_OPERATOR_PHRASES = {"multiplied": "*", "divided": "/"}  # followed by "by"
 
 # ------------------------------------------------------------------- helpers
-
 
 _SUFFIXES = (
     ("ies", "y"), ("ied", "y"), ("ions", ""), ("ion", ""), ("ments", ""), ("ment", ""),
@@ -353,6 +366,7 @@ def stem(word: str) -> str:
 SYNONYM_STEMS: dict[str, str] = {stem(k): stem(v) for k, v in SYNONYMS.items()}
 
 
+@lru_cache(maxsize=65536)
 def key(word: str) -> str:
     """What two spellings of one word share: installation/installed -> 'instal'."""
     s = stem(word)
@@ -374,14 +388,71 @@ def is_plain_key(word_key: str) -> bool:
     return word_key in _PLAIN_KEYS
 
 
+def _unit_spelling(word: str) -> str | None:
+    """The canonical unit of a word that is always a unit, plurals included."""
+    unit = _UNITS.get(word)
+    if unit is None and len(word) > 3 and word.endswith("s"):
+        unit = _UNITS.get(word[:-1]) or (_UNITS.get(word[:-2]) if word.endswith("es") else None)
+    if unit is None and word in ("kbs", "mbs", "gbs", "tbs"):
+        unit = _UNITS.get(word[:-1])
+    return unit
+
+
+_NUMBER_WORDS = frozenset(_SMALL) | frozenset(_SCALES)
+_CONTRACTED = frozenset(_CONTRACTION_WORDS)
+
+
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def _plain_number(text: str) -> str:
-    if _GROUPED.fullmatch(text):
+    if "," in text and _GROUPED.fullmatch(text):
         return text.replace(",", "")
     return text
+
+
+_Token = tuple[tuple[str, ...], str | None]
+_CACHE_LIMIT = 100_000
+# Plain dicts, read inline with .get(): cheaper per word than an lru_cache call.
+_TOKENS: dict[str, _Token] = {}
+_WORDS: dict[str, tuple[str, str]] = {}
+_NOT_WORDS: set[str] = set()
+
+# Contractions, as two plain substitutions (no callback): "isn't" -> "is not", "it's" ->
+# "it"; the irregular "can't"/"won't" come out as "ca not"/"wo not" and are mapped back.
+_NOT_SUFFIX = re.compile(r"n['\u2019]t\b")
+_CLITIC = re.compile(r"['\u2019](?:s|re|ve|ll|d|m)\b")
+
+
+def _uncontract(lower: str) -> str:
+    """Contractions of lower-case text spelled out; 's 're 've 'll 'd 'm are function words."""
+    return _CLITIC.sub("", _NOT_SUFFIX.sub(" not", lower))
+
+
+def _token(tok: str) -> _Token:
+    if len(_TOKENS) >= _CACHE_LIMIT:
+        _TOKENS.clear()
+    info = _TOKENS[tok] = _read_token(tok)
+    return info
+
+
+def _read_token(tok: str) -> _Token:
+    """A raw token of code-like text as lower-case words and, for code, the whole token."""
+    first = tok[:1]
+    flag = first == "-" and tok.lstrip("-")[:1].isalpha()
+    if not first.isalpha() and first != "_" and not flag:
+        if len(tok) == 1 or first.isdecimal():
+            return (tok,), None
+        if set(tok) <= {"-", "!", "?", "."}:
+            return (), None  # prose: "--", "?!"
+        return (), tok  # a code operator: "==", "->", "&&"
+    low = tok.lower().replace("\u2019", "'")
+    if first in "-_" or "." in low or "_" in low:
+        return tuple(_SUBWORD.findall(low)), low  # --force, requirements.txt, snake_case
+    if "'" in low:
+        return tuple(_uncontract(low).split()), None
+    return (low,), None
 
 
 def _number_words(tokens: list[str], i: int) -> tuple[str, int] | None:
@@ -399,11 +470,10 @@ def _number_words(tokens: list[str], i: int) -> tuple[str, int] | None:
                 after = tokens[j + 1] if j + 1 < n else ""
                 if after in _ONE_NOT_BEFORE or before in _ONE_NOT_AFTER or not after:
                     break
-            value = _SMALL[tok]
             if tok == "dozen":
                 current = (current or 1) * 12
             else:
-                current += value
+                current += _SMALL[tok]
             seen = True
         elif tok in _SCALES and (seen or tok != "hundred" or j > i):
             scale = _SCALES[tok]
@@ -435,104 +505,166 @@ def _number_words(tokens: list[str], i: int) -> tuple[str, int] | None:
     return str(total + current), j
 
 
-def _expand(raw_tokens: list[str]) -> tuple[list[str], list[str]]:
-    """Lower-cased words with contractions split, and each one's original spelling."""
-    words: list[str] = []
-    originals: list[str] = []
-    for tok in raw_tokens:
-        low = tok.lower().replace("\u2019", "'")
-        if "'" in low or low in _CONTRACTION_WORDS:
-            if low in _CONTRACTION_WORDS:
-                first, second = _CONTRACTION_WORDS[low]
-                words += (first, second)
-                originals += (tok, "not")
-                continue
-            if low.endswith("n't"):
-                words += (low[:-3], "not")
-                originals += (tok, "not")
-                continue
-            head, _, tail = low.partition("'")
-            # 's 're 've 'll 'd 'm add only function words; "let's" keeps its "let"
-            if tail in ("s", "re", "ve", "ll", "d", "m", "t"):
-                low = head
-                tok = tok[: len(head)]
-        words.append(low)
-        originals.append(tok)
-    return words, originals
-
-
-def _numbers_in_words(words: list[str], caps: list[bool]) -> tuple[list[str], list[bool]]:
-    """Number words to digits and ordinal suffixes dropped; capital flags kept aligned."""
+def _numbers_in_words(words: list[str]) -> list[str]:
+    """Number words to digits and ordinal suffixes dropped."""
     out: list[str] = []
-    out_caps: list[bool] = []
     i = 0
     n = len(words)
     while i < n:
         w = words[i]
-        if w[0].isdecimal():
+        if w[:1].isdecimal():
             value = _plain_number(w)
             # "100 million", "1.5 billion"
             if i + 1 < n and words[i + 1] in _SCALES and _NUMBER.fullmatch(value):
                 value = _format_number(float(value) * _SCALES[words[i + 1]])
                 i += 1
             out.append(value)
-            out_caps.append(False)
             if i + 1 < n and words[i + 1] in _ORDINAL_SUFFIX:
                 i += 1
             i += 1
             continue
-        if w in _SMALL or w in ("a", "an") or w in _SCALES:
+        if w in _NUMBER_WORDS or w == "a" or w == "an":
             spelled = _number_words(words, i)
             if spelled is not None:
                 out.append(spelled[0])
-                out_caps.append(False)
                 i = spelled[1]
                 continue
         out.append(w)
-        out_caps.append(caps[i])
         i += 1
-    return out, out_caps
+    return out
+
+
+def _split(text: str) -> tuple[list[str], list[str], list[str], list[str], bool]:
+    """The text as lower-case words (contractions split, number words as digits, sentence
+    ends as "."), its tokens as written (for the capital letters), the same lower-cased,
+    its code-like tokens, and whether it holds a number.
+
+    Mostly C-level string work: a Python loop over the words, or a regex scan for a class
+    of characters, costs more here than all the rest (measured with callgrind).
+    """
+    chars = set(text)
+    digits = not _DIGITS.isdisjoint(chars)
+    if digits and "," in chars:
+        text = _GROUP_COMMA.sub("", text)  # 1,000 -> 1000
+    if not _CODE_CHARS.isdisjoint(chars) and _looks_like_code(text):
+        words, written, plain, code = _split_code(text)
+        return words, written, plain, code, digits or not _NUMBER_WORDS.isdisjoint(plain)
+    text = text.translate(_SPACING)
+    if "." in text:  # "?", "!", ";" ... are dots by now
+        text = _SENTENCE_DOT.sub(" . ", text)  # a dot that is no decimal point
+    for symbol in _SYMBOLS.intersection(chars):
+        text = text.replace(symbol, f" {symbol} ")
+    if digits and _DIGIT_LETTER.search(text):
+        text = _DIGIT_LETTER_SPLIT.sub(" ", text)  # 10am -> 10 am, 3rd -> 3 rd
+    written = text.split()
+    lower = text.lower()
+    plain = lower.split()
+    contracted = "'" in chars or "\u2019" in chars
+    words = _uncontract(lower).replace("'", "").split() if contracted else plain
+    return _finish(words), written, plain, [], digits or not _NUMBER_WORDS.isdisjoint(plain)
+
+
+def _split_code(text: str) -> tuple[list[str], list[str], list[str], list[str]]:
+    """_split for text with --flags, dotted.names, snake_case or operators: regex tokens."""
+    tokens = _TOKEN.findall(text)
+    cached = _TOKENS.get
+    infos = [cached(tok) or _token(tok) for tok in tokens]
+    words = [w for pieces, _ in infos for w in pieces]
+    code = [whole for _, whole in infos if whole is not None]
+    return _finish(words), tokens, [t.lower() for t in tokens], code
+
+
+def _finish(words: list[str]) -> list[str]:
+    if not _CONTRACTED.isdisjoint(words):
+        words = [p for w in words for p in _CONTRACTION_WORDS.get(w, (w,))]
+    if not _NUMBER_WORDS.isdisjoint(words) or not _ORDINAL_SUFFIX.isdisjoint(words):
+        words = _numbers_in_words(words)
+    return words
+
+
+def _capitalized(written: list[str], plain: list[str]) -> tuple[set[str], set[str]]:
+    """Words written as names, lower-case: (acronyms and inner capitals, capitalized words
+    not first in their sentence). Capitals say nothing in ALL CAPS or Title Case text."""
+    capped = set(written).difference(plain)  # the tokens that lower-casing changes
+    if not capped:
+        return set(), set()
+    strong: set[str] = set()
+    weak: set[str] = set()
+    for token in capped:
+        low = token.lower().partition("'")[0]
+        if low in _NOT_CONTENT or not token[:1].isalpha():
+            continue  # "How", "What", "I": never a name
+        rest = token[1:]
+        if rest != rest.lower() or not token[0].isupper():
+            strong.add(low)  # CSS, JavaScript, iPhone
+            continue
+        i = -1
+        try:
+            while True:
+                i = written.index(token, i + 1)
+                if i and written[i - 1] != ".":
+                    weak.add(low)
+                    break
+        except ValueError:
+            pass  # only ever first in its sentence
+    if len(strong) > 3 and len(strong) * 2 > len(set(plain)):
+        strong = set()  # ALL CAPS
+    if len(weak) >= 3:
+        long_caps = sum(1 for w in weak if len(w) >= 4)
+        if long_caps * 5 >= sum(1 for t in plain[1:] if len(t) >= 4) * 4:
+            weak = set()  # Title Case
+    return strong, weak
+
+
+def _looks_like_code(text: str) -> bool:
+    """Whether the text may hold --flags, dotted.names, snake_case or operators like '=='."""
+    if not _CODE_MARKS.isdisjoint(text) or "--" in text:
+        return True
+    for mark in (".", " -"):  # a dotted.name, or a -flag
+        at = text.find(mark)
+        while at != -1:
+            if text[at + len(mark) : at + len(mark) + 1].isalpha():
+                return True
+            at = text.find(mark, at + 1)
+    return False
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words as the guard reads them: contractions split, numbers as digits."""
-    lowered, _ = _expand(_TOKEN.findall(text))
-    spelled, _ = _numbers_in_words(lowered, [False] * len(lowered))
-    return [w for w in spelled if w[:1].isalnum()]
-
-
-def _is_number(tok: str) -> bool:
-    return tok[:1].isdecimal()
+    """Lower-case words as the guard reads them: contractions split, numbers as digits,
+    and the symbols it reads ("%", "$", "+", ...) and sentence ends (".") as words too."""
+    return _split(text)[0]
 
 
 def _unit_at(words: list[str], i: int, after_number: bool) -> tuple[str, int] | None:
     """The canonical unit spelled at words[i] (and how many words it takes), if any."""
     w = words[i]
-    nxt = words[i + 1] if i + 1 < len(words) else ""
+    n = len(words)
+    nxt = words[i + 1] if i + 1 < n else ""
     if w == "°" and nxt in _TEMPERATURE:
         return _TEMPERATURE[nxt], 2
     if w in ("degree", "degrees", "deg") and nxt in ("celsius", "fahrenheit", "kelvin"):
         return _UNITS[nxt], 2
-    if w == "square" and nxt:
-        inner = _unit_at(words, i + 1, False)
+    if (w == "square" or w == "sq") and nxt:
+        inner = _unit_at(words, i + 1, True)
         if inner and inner[0] in _LENGTHS:
             return "sq" + inner[0], 1 + inner[1]
-    if w == "sqft":
-        return "sqft", 1
-    if w == "mps":
-        return "mps", 1
     if after_number and w in _UNITS_AFTER_NUMBER:
-        return _UNITS_AFTER_NUMBER[w], 1
-    unit = _UNITS.get(w)
-    if unit is None and len(w) > 3 and w.endswith("s"):
-        unit = _UNITS.get(w[:-1]) or (_UNITS.get(w[:-2]) if w.endswith("es") else None)
-    if unit is None and len(w) == 3 and w.endswith("s"):
-        unit = _UNITS.get(w[:-1]) if w[:-1] in ("kb", "mb", "gb", "tb", "lb") else None
+        unit: str | None = _UNITS_AFTER_NUMBER[w]
+    else:
+        unit = _unit_spelling(w)
     if unit is None:
         return None
     if w == "second" and not after_number and i > 0 and words[i - 1] == "the":
         return None  # "the second one"
-    return unit, 1
+    # a rate: "km/h", "mb/s"
+    if nxt == "/" and i + 2 < n:
+        per = _UNITS_AFTER_NUMBER.get(words[i + 2]) or _unit_spelling(words[i + 2])
+        if per is not None:
+            return f"{unit}/{per}", 3
+    return _RATE_UNITS.get(unit, unit), 1
+
+
+_RATE_UNITS = {"kph": "km/h", "mph": "mi/h", "kbps": "kb/s", "mbps": "mb/s", "gbps": "gb/s"}
 
 
 # --------------------------------------------------------------------- facts
@@ -584,16 +716,6 @@ class Facts:
         )
 
 
-def _is_prose(op: str) -> bool:
-    """Ellipses, dashes and '?!' are punctuation, not operators."""
-    return set(op) <= {".", "-", "?", "!"}
-
-
-def _phrase_token(match: re.Match[str]) -> str:
-    phrase = " ".join(match.group(0).lower().split())
-    return _PHRASE_TOKENS.get(phrase, f" {phrase} ")
-
-
 def _strip_quotes(text: str) -> tuple[tuple[str, ...], str]:
     quoted: list[str] = []
 
@@ -602,7 +724,14 @@ def _strip_quotes(text: str) -> tuple[tuple[str, ...], str]:
         quoted.append(" ".join(inner.split()))
         return " \n "  # a quote ends a sentence for the capital-letter rule
 
-    if not any(q in text for q in "\"\u201c\u2018`'"):
+    # one apostrophe is a contraction ("what's"); a quote needs two
+    if (
+        '"' not in text
+        and "`" not in text
+        and "\u201c" not in text
+        and "\u2018" not in text
+        and text.count("'") < 2
+    ):
         return (), text
     rest = _QUOTED.sub(keep, text)
     return tuple(quoted), rest
@@ -616,6 +745,9 @@ def _strip_dates(text: str, dates: list[str]) -> str:
         return " "
 
     def slash(match: re.Match[str]) -> str:
+        first, second, _ = (int(g) for g in match.groups())
+        if not (1 <= first <= 31 and 1 <= second <= 31 and min(first, second) <= 12):
+            return match.group(0)  # "50/30/20" is a ratio, not a date
         dates.append("/".join(str(int(g)) for g in match.groups()))
         return " "
 
@@ -633,257 +765,333 @@ def _strip_dates(text: str, dates: list[str]) -> str:
     return text
 
 
+def _word_info(word: str) -> None:
+    """Files a word under _WORDS with its (stem, key) if it is a content word, else under
+    _NOT_WORDS (too short, a number or a symbol)."""
+    if len(_WORDS) >= _CACHE_LIMIT:
+        _WORDS.clear()
+        _NOT_WORDS.clear()
+    if len(word) < 2 or not word.isalpha():
+        _NOT_WORDS.add(word)
+    else:
+        _WORDS[word] = (stem(word), key(word))
+
+
+class _Reader:
+    """Walks a question's words once and collects its facts.
+
+    Only words in _KINDS (and numbers) start a fact; each kind has one small handler.
+    Common function words ("a", "at", "to") are no anchors: the rarer word after them
+    ("day", "least", "power") looks back at them instead.
+    """
+
+    __slots__ = ("capitalized", "dates", "negations", "numbers", "quantifiers", "quantities",
+                 "units", "words")  # fmt: skip
+
+    def __init__(self, words: list[str], capitalized: set[str], dates: list[str]) -> None:
+        self.words = words
+        self.capitalized = capitalized
+        self.dates = dates
+        self.numbers: list[str] = []
+        self.quantities: list[str] = []
+        self.units: set[str] = set()
+        self.quantifiers: list[str] = []
+        self.negations = 0
+
+    def read(self, anchors: set[str]) -> None:
+        """Read from each place where one of the anchor words stands, in order."""
+        words = self.words
+        places: list[int] = []
+        for w in anchors:
+            i = -1
+            try:
+                while True:  # list.index runs in C; a Python loop over the words would not
+                    i = words.index(w, i + 1)
+                    places.append(i)
+            except ValueError:
+                pass
+        places.sort()
+        kinds = _KINDS
+        done = 0
+        for i in places:
+            if i >= done:
+                w = words[i]
+                done = self.number(i) if w[:1].isdecimal() else kinds[w](self, i)
+
+    def at(self, i: int, offset: int) -> str:
+        k = i + offset
+        return self.words[k] if 0 <= k < len(self.words) else ""
+
+    def currency(self, i: int) -> int:
+        nxt = self.at(i, 1)
+        w = self.words[i]
+        if nxt[:1].isdecimal():
+            self.units.add(_CURRENCY_SIGNS[w])
+            self.quantities.append(f"{nxt} {_CURRENCY_SIGNS[w]}")
+        return i + 1
+
+    def operator(self, i: int) -> int:
+        w = self.words[i]
+        self._operator(_OPERATOR_WORDS.get(w, w), self.at(i, -1), self.at(i, 1))
+        return i + 1
+
+    def operator_by(self, i: int) -> int:
+        """'multiplied by', 'divided by'."""
+        if self.at(i, 1) != "by":
+            return i + 1
+        self._operator(_OPERATOR_PHRASES[self.words[i]], self.at(i, -1), self.at(i, 2))
+        return i + 2
+
+    def power(self, i: int) -> int:
+        """'to the power of'."""
+        if self.at(i, -2) == "to" and self.at(i, -1) == "the" and self.at(i, 1) == "of":
+            self._operator("^", self.at(i, -3), self.at(i, 2))
+            return i + 2
+        return i + 1
+
+    def _operator(self, op: str, before: str, after: str) -> None:
+        # only between two numbers: "2 + 2", "12 times 13"; "5 times a week" is no product
+        if self.numbers and before[:1].isdecimal() and after[:1].isdecimal():
+            self.numbers.append(op)
+
+    def than(self, i: int) -> int:
+        """'more than', 'fewer than', 'no more than'."""
+        prev = self.at(i, -1)
+        op = _COMPARE_THAN.get(prev)
+        if op is not None:
+            if self.at(i, -2) in ("no", "not"):
+                op = "<=" if op == ">" else ">="
+            self.quantifiers.append(op)
+            i - 1 + 2
+        return i + 1
+
+    def least(self, i: int) -> int:
+        if self.at(i, -1) == "at":
+            self.quantifiers.append(">=")
+        return i + 1
+
+    def up(self, i: int) -> int:
+        if self.at(i, 1) == "to" and self.at(i, 2)[:1].isdecimal():
+            self.quantifiers.append("<=")
+            return i + 2
+        return i + 1
+
+    def month(self, i: int) -> int:
+        """A month, with the day after or before it ("March 3rd", "3 March") and the year."""
+        words = self.words
+        w = words[i]
+        if w == "may" and not _may_is_month(words, i, self.capitalized):
+            return i + 1
+        month = _MONTHS[w]
+        j = i + 1
+        prev = self.at(i, -1)
+        before = self.at(i, -2)
+        day = None
+        if prev == "of" and before.isdecimal() and 1 <= int(before) <= 31:
+            day = before  # "3rd of March": number() left it for us
+        elif prev.isdecimal() and 1 <= int(prev) <= 31:
+            day = prev  # "3 March": number() left it for us
+        if day is None and j < len(words) and words[j].isdecimal() and 1 <= int(words[j]) <= 31:
+            day = words[j]
+            j = j + 1
+        if day is not None:
+            self.dates.append(f"m{month}d{int(day)}")
+        else:
+            rel = _RELATIVE.get(prev)
+            self.dates.append(f"{rel}:m{month}" if rel else f"m{month}")
+        if j < len(words) and len(words[j]) == 4 and words[j].isdecimal():
+            self.dates.append(f"y{words[j]}")
+            j = j + 1
+        return j
+
+    def weekday(self, i: int) -> int:
+        w = self.words[i]
+        day = _WEEKDAYS.get(w) or _WEEKDAYS[w[:-1]]
+        rel = _RELATIVE.get(self.at(i, -1))
+        self.dates.append(f"{rel}:{day}" if rel else day)
+        return i + 1
+
+    def relative_day(self, i: int) -> int:
+        self.dates.append(self.words[i])
+        return i + 1
+
+    def relative(self, i: int) -> int:
+        """'next week', 'last year'; 'last Monday' is read by weekday()."""
+        nxt = self.at(i, 1)
+        if nxt in _PERIODS:
+            self.dates.append(f"{_RELATIVE[self.words[i]]}:{nxt}")
+            return i + 2
+        return i + 1
+
+    def season(self, i: int) -> int:
+        w = self.words[i]
+        prev = self.at(i, -1)
+        if w != "fall" or prev in _RELATIVE or prev in _YEAR_CUES:
+            self.dates.append(_SEASONS[w])
+            return i + 1
+        return i + 1
+
+    def quarter(self, i: int) -> int:
+        self.dates.append(self.words[i])  # "q1" .. "q4"
+        return i + 1
+
+    def rate(self, i: int) -> int:
+        self.one(_RATE_ADVERBS[self.words[i]])
+        return i + 1
+
+    def unit(self, i: int) -> int:
+        unit = _unit_at(self.words, i, False)
+        if unit is None:
+            return i + 1
+        if self.at(i, -1) in _UNIT_ONE:
+            self.one(unit[0])  # "a day", "per hour", "every week"
+        else:
+            self.units.add(unit[0])
+        return i + unit[1]
+
+    def one(self, unit: str) -> None:
+        """'a day', 'per day', 'daily': one of the unit."""
+        self.numbers.append("1")
+        self.quantities.append(f"1 {unit}")
+        self.units.add(unit)
+
+    def negation(self, i: int) -> int:
+        if self.at(i, 1) in _COMPARE_THAN and self.at(i, 2) == "than":
+            return i + 1  # "no more than": than() reads it
+        self.negations += 1
+        return i + 1
+
+    def quantifier(self, i: int) -> int:
+        w = self.words[i]
+        prev = self.at(i, -1)
+        if w == "most" and prev == "at":
+            self.quantifiers.append("<=")
+            return i + 1
+        if _counts_as_quantifier(w, prev, self.at(i, 1)):
+            self.quantifiers.append("some" if w == "few" and prev == "a" else _QUANTIFIERS[w])
+            return i + 1
+        return i + 1
+
+    def number(self, i: int) -> int:
+        """A day before a month, a year, a clock time, or a count with its unit."""
+        words = self.words
+        w = words[i]
+        prev = self.at(i, -1)
+        nxt = self.at(i, 1)
+        after = self.at(i, 2)
+        if w.isdecimal():
+            value = int(w)
+            if 1 <= value <= 31 and (nxt in _MONTHS or (nxt == "of" and after in _MONTHS)):
+                return i + 1  # the month reads it
+            if len(w) == 4 and 1000 <= value <= 2199 and (prev in _YEAR_CUES or nxt == "s"):
+                self.dates.append(f"y{w}{'s' if nxt == 's' else ''}")
+                return i + (2 if nxt == "s" else 1)
+        if nxt in ("am", "pm"):
+            self.dates.append(f"t{w}{nxt}")
+            return i + 1 + 1
+        self.numbers.append(w)
+        if prev in _CURRENCY_SIGNS or not nxt:
+            return i + 1
+        unit = _unit_at(words, i + 1, True)
+        if unit is None:
+            return i + 1
+        self.quantities.append(f"{w} {unit[0]}")
+        self.units.add(unit[0])
+        return i + 1 + unit[1]
+
+
+_Handler = Callable[[_Reader, int], int]
+
+
+def _kinds() -> dict[str, _Handler]:
+    kinds: dict[str, _Handler] = {}
+    for words, handler in (
+        (_UNITS, _Reader.unit),
+        ((w + "s" for w in _UNITS), _Reader.unit),
+        ((w + "es" for w in _UNITS), _Reader.unit),
+        (("°", "square", "sq", "degree", "degrees", "kbs", "mbs", "gbs", "tbs"), _Reader.unit),
+        (_QUANTIFIERS, _Reader.quantifier),
+        (_NEGATIONS, _Reader.negation),
+        (_CURRENCY_SIGNS, _Reader.currency),
+        (_OPERATOR_WORDS, _Reader.operator),
+        (_OPERATORS, _Reader.operator),
+        (_OPERATOR_PHRASES, _Reader.operator_by),
+        (("power",), _Reader.power),
+        (("than",), _Reader.than),
+        (("least",), _Reader.least),
+        (("up",), _Reader.up),
+        (_RATE_ADVERBS, _Reader.rate),
+        (_RELATIVE, _Reader.relative),
+        (_SEASONS, _Reader.season),
+        (("q1", "q2", "q3", "q4"), _Reader.quarter),
+        (_RELATIVE_DAYS, _Reader.relative_day),
+        (_WEEKDAYS, _Reader.weekday),
+        ((w + "s" for w in _WEEKDAYS), _Reader.weekday),
+        (_MONTHS, _Reader.month),
+    ):
+        for word in words:
+            kinds[word] = handler  # later rows win: "may" is a month, "second" a unit
+    return kinds
+
+
+_KINDS = _kinds()
+_KIND_WORDS = frozenset(_KINDS)
+# Words that are never content: function words and every word the reader reads as a fact.
+_NOT_CONTENT = STOP | _KIND_WORDS | frozenset(_QUANTIFIERS) | frozenset(_OPERATOR_WORDS)
+
+
 def facts(text: str) -> Facts:
     """The facts of one question (its last user message)."""
     quoted, rest = _strip_quotes(text)
     dates: list[str] = []
     rest = _strip_dates(rest, dates)
-    entities: set[str] = set()
-    identifiers = [ident.lower() for ident in _IDENTIFIER.findall(rest)]
-    identifiers += [op for op in _CODE_OPERATOR.findall(rest) if not _is_prose(op)]
-    entities.update(identifiers)
-    rest = _PHRASES.sub(_phrase_token, rest)
-    raw = _TOKEN.findall(rest)
-    words, originals = _expand(raw)
+    words, written, plain, code, has_numbers = _split(rest)
+    strong, weak = _capitalized(written, plain)
+    unique = set(words)
+    reader = _Reader(words, weak, dates)
+    anchors = unique & _KIND_WORDS
+    if has_numbers:
+        anchors.update(w for w in unique if w[:1].isdecimal())
+    if anchors:
+        reader.read(anchors)
 
-    # Capitalization says little in ALL CAPS or Title Case text: most longer words capped.
-    longer = [o for o in originals[1:] if len(o) >= 4 and o[:1].isalpha()]
-    capitals = sum(1 for o in longer if o[0].isupper())
-    case_informative = len(longer) < 3 or capitals * 5 < len(longer) * 4
-    caps: list[bool] = []
-    start = True
-    for word, orig in zip(words, originals, strict=True):
-        if word in _BOUNDARY:
-            caps.append(False)
-            start = True
-            continue
-        upper = orig[:1].isupper()
-        acronym = len(orig) > 1 and (orig.isupper() or any(c.isupper() for c in orig[1:]))
-        caps.append(upper and (acronym or (case_informative and not start)))
-        if orig[:1].isalnum():
-            start = False
+    # Content words: not a function word, nor one of the words the reader reads.
+    candidates = unique - _NOT_CONTENT
+    # set.difference(dict) probes the dict per word; `set - dict.keys()` would walk it all
+    for w in candidates.difference(_WORDS, _NOT_WORDS):
+        _word_info(w)
+    known = _WORDS
+    content_words = {w for w in candidates if w in known}
+    infos = list(map(_WORDS.__getitem__, content_words))
+    content = set(map(itemgetter(1), infos))
+    terms = unique | set(map(itemgetter(0), infos))
+    terms.update(code)
+    entities = set(code)
+    for w in (strong | weak) & content_words:
+        if w not in _ENTITY_STOP:
+            entities.add(stem(w))
 
-    # Number words -> digits, keeping the capital flags aligned with the words.
-    words, caps = _numbers_in_words(words, caps)
-
-    numbers: list[str] = []
-    quantities: list[str] = []
-    units: set[str] = set()
-    quantifiers: list[str] = []
-    negations = 0
-    terms: set[str] = set()
-    content: set[str] = set()
-    negatable: set[str] = set()
-    n = len(words)
-    used = [False] * n
-    i = 0
-    while i < n:
-        w = words[i]
-        prev = words[i - 1] if i else ""
-        nxt = words[i + 1] if i + 1 < n else ""
-        if w in _BOUNDARY:
-            i += 1
-            continue
-        if _is_number(w):
-            i = _read_number(words, i, numbers, quantities, units, dates, used)
-            continue
-        if w in _CURRENCY_SIGNS and nxt[:1].isdecimal():
-            units.add(_CURRENCY_SIGNS[w])
-            quantities.append(f"{_plain_number(nxt)} {_CURRENCY_SIGNS[w]}")
-            used[i] = True
-            i += 1
-            continue
-        if w in _OPERATOR_WORDS or w in _OPERATORS:
-            op = _OPERATOR_WORDS.get(w, w)
-            if numbers and prev[:1].isdecimal() and nxt[:1].isdecimal():
-                numbers.append(op)
-            used[i] = True
-            i += 1
-            continue
-        month = _MONTHS.get(w)
-        if month is not None and (w != "may" or _may_is_month(words, i, caps)):
-            i = _read_month(words, i, month, dates, used)
-            continue
-        day = _WEEKDAYS.get(w) or (_WEEKDAYS.get(w[:-1]) if w.endswith("s") else None)
-        if day is not None:
-            rel = _RELATIVE.get(prev)
-            dates.append(f"{rel}:{day}" if rel else day)
-            used[i] = True
-            i += 1
-            continue
-        if w in _RELATIVE_DAYS:
-            dates.append(w)
-            used[i] = True
-            i += 1
-            continue
-        if w in _RELATIVE and nxt in _PERIODS:
-            dates.append(f"{_RELATIVE[w]}:{nxt}")
-            used[i] = used[i + 1] = True
-            i += 2
-            continue
-        if w in _SEASONS and (w != "fall" or prev in _RELATIVE or prev in _YEAR_CUES):
-            dates.append(_SEASONS[w])
-            used[i] = True
-            i += 1
-            continue
-        if w == "q" and nxt in ("1", "2", "3", "4"):
-            dates.append("q" + nxt)
-            used[i] = used[i + 1] = True
-            i += 2
-            continue
-        if w in _COMPARATORS:
-            quantifiers.append(_COMPARATORS[w])
-            used[i] = True
-            i += 1
-            continue
-        if w in _RATE_ADVERBS:
-            numbers.append("1")
-            quantities.append(f"1 {_RATE_ADVERBS[w]}")
-            units.add(_RATE_ADVERBS[w])
-            used[i] = True
-            i += 1
-            continue
-        if w in _UNIT_ONE and nxt:
-            unit = _unit_at(words, i + 1, False)
-            if unit is not None:
-                numbers.append("1")
-                quantities.append(f"1 {unit[0]}")
-                units.add(unit[0])
-                used[i] = True
-                for k in range(unit[1]):
-                    used[i + 1 + k] = True
-                i += 1 + unit[1]
-                continue
-        unit = _unit_at(words, i, False)
-        if unit is not None and not (w == "second" and prev == "the"):
-            units.add(unit[0])
-            for k in range(unit[1]):
-                used[i + k] = True
-            i += unit[1]
-            continue
-        if w in _NEGATIONS:
-            negations += 1
-            used[i] = True
-            i += 1
-            continue
-        quantifier = _QUANTIFIERS.get(w)
-        if quantifier is not None and _counts_as_quantifier(w, prev, nxt):
-            quantifiers.append("some" if w == "few" and prev == "a" else quantifier)
-            used[i] = True
-            i += 1
-            continue
-        i += 1
-
-    for k, w in enumerate(words):
-        if not w[:1].isalpha():
-            continue
-        terms.add(w)
-        s = stem(w)
-        terms.add(s)
-        if used[k] or w in STOP or w in _QUANTIFIERS or w in _OPERATOR_WORDS:
-            continue
-        if caps[k] and w not in _ENTITY_STOP:
-            entities.add(s)
-        if len(w) < 2:
-            continue
-        content.add(key(w))
-        negatable.add(w)
-
-    rare = frozenset(k for k in content if k not in _PLAIN_KEYS)
     return Facts(
-        numbers=tuple(numbers),
+        numbers=tuple(reader.numbers),
         dates=tuple(sorted(dates)),
-        units=tuple(sorted(units)),
-        quantities=tuple(sorted(quantities)),
-        quantifiers=tuple(sorted(quantifiers)),
-        negations=negations,
+        units=tuple(sorted(reader.units)),
+        quantities=tuple(sorted(reader.quantities)),
+        quantifiers=tuple(sorted(reader.quantifiers)),
+        negations=reader.negations,
         quoted=quoted,
         entities=tuple(sorted(entities)),
-        terms=frozenset(terms) | frozenset(identifiers),
+        terms=frozenset(terms),
         content=frozenset(content),
-        rare=rare,
-        negatable=frozenset(negatable),
+        rare=frozenset(content - _PLAIN_KEYS),
+        negatable=frozenset(content_words),
     )
 
 
-def _may_is_month(words: list[str], i: int, caps: list[bool]) -> bool:
+def _may_is_month(words: list[str], i: int, capitalized: set[str]) -> bool:
     """'may' is the month next to a number, after 'in'/'of'/'early'..., or capitalized."""
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    return nxt[:1].isdecimal() or prev[:1].isdecimal() or prev in _YEAR_CUES or caps[i]
-
-
-def _read_month(words: list[str], i: int, month: int, dates: list[str], used: list[bool]) -> int:
-    """A month, with the day after it ("March 3rd") and the year ("March 3, 2025")."""
-    used[i] = True
-    j = i + 1
-    prev = words[i - 1] if i else ""
-    before = words[i - 2] if i > 1 else ""
-    day = None
-    if prev == "of" and before.isdecimal() and 1 <= int(before) <= 31:
-        day = before  # "3rd of March": _read_number left it for us
-    elif prev.isdecimal() and 1 <= int(prev) <= 31:
-        day = prev
-    if day is None and j < len(words) and words[j].isdecimal() and 1 <= int(words[j]) <= 31:
-        day = words[j]
-        used[j] = True
-        j += 1
-    if day is not None:
-        dates.append(f"m{month}d{int(day)}")
-    else:
-        rel = _RELATIVE.get(prev)
-        dates.append(f"{rel}:m{month}" if rel else f"m{month}")
-    if j < len(words) and len(words[j]) == 4 and words[j].isdecimal():
-        dates.append(f"y{words[j]}")
-        used[j] = True
-        j += 1
-    return j
-
-
-def _read_number(
-    words: list[str],
-    i: int,
-    numbers: list[str],
-    quantities: list[str],
-    units: set[str],
-    dates: list[str],
-    used: list[bool],
-) -> int:
-    """One number: a day before a month, a year, a clock time, or a count with its unit."""
-    w = words[i]
-    prev = words[i - 1] if i else ""
-    nxt = words[i + 1] if i + 1 < len(words) else ""
-    after = words[i + 2] if i + 2 < len(words) else ""
-    used[i] = True
-    if (
-        w.isdecimal()
-        and 1 <= int(w) <= 31
-        and (nxt in _MONTHS or (nxt == "of" and after in _MONTHS))
-    ):
-        return i + 1  # the month reads it
-    if (
-        w.isdecimal()
-        and len(w) == 4
-        and 1000 <= int(w) <= 2199
-        and (prev in _YEAR_CUES or nxt == "s")
-    ):
-        dates.append(f"y{w}{'s' if nxt == 's' else ''}")
-        return i + (2 if nxt == "s" else 1)
-    if nxt in ("am", "pm") or (nxt in ("a", "p") and after == "m"):
-        dates.append(f"t{w}{nxt if nxt in ('am', 'pm') else nxt + 'm'}")
-        return i + (2 if nxt in ("am", "pm") else 3)
-    if prev in _CURRENCY_SIGNS:
-        numbers.append(w)
-        return i + 1
-    numbers.append(w)
-    unit = _unit_at(words, i + 1, True) if nxt else None
-    if unit is not None:
-        quantities.append(f"{w} {unit[0]}")
-        units.add(unit[0])
-        for k in range(unit[1]):
-            used[i + 1 + k] = True
-        return i + 1 + unit[1]
-    return i + 1
+    return nxt[:1].isdecimal() or prev[:1].isdecimal() or prev in _YEAR_CUES or "may" in capitalized
 
 
 def _counts_as_quantifier(word: str, prev: str, nxt: str) -> bool:
@@ -895,7 +1103,8 @@ def _counts_as_quantifier(word: str, prev: str, nxt: str) -> bool:
         return False
     if word == "all" and prev == "at":
         return False
-    return not (word == "every" and nxt[:1].isdecimal())
+    # "every 8 hours", "every day": a rate, read with the unit
+    return not (word in ("every", "each") and (nxt[:1].isdecimal() or _unit_spelling(nxt)))
 
 
 def conflict(a: Facts, b: Facts) -> str | None:
