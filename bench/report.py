@@ -21,7 +21,35 @@ upstream (`tests/fake_upstream.py`), then each contender in turn on loopback, dr
 and a small streaming client, prints progress and the target table, and rewrites this file and
 `docs/bench-latency.png`. The first run also installs LiteLLM's proxy into
 `bench/.work/litellm-venv` (a minute or two, once). Working files and logs go to `bench/.work/`.
+The section "Under load and faults" comes from `python -m bench.soak --write-docs` (about 6
+minutes) and is kept as it stands by `python -m bench`.
 """
+
+
+# Written by `python -m bench.soak --write-docs`, not by this run: kept as it stands.
+KEPT_SECTION = "## Under load and faults"
+_BEFORE_KEPT = "\n## Findings and profile\n"
+
+
+def kept_section(text: str) -> str:
+    """The KEPT_SECTION of a BENCHMARKS.md, up to the next `## ` heading; '' if absent."""
+    start = text.find(KEPT_SECTION + "\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(KEPT_SECTION))
+    return text[start : end + 1 if end >= 0 else len(text)].rstrip("\n") + "\n"
+
+
+def replace_section(text: str, section: str) -> str:
+    """`text` with its KEPT_SECTION replaced by `section`, or `section` put before the
+    findings (at the end if there are none)."""
+    old = kept_section(text)
+    if old:
+        return text.replace(old, section.rstrip("\n") + "\n", 1)
+    at = text.find(_BEFORE_KEPT)
+    if at < 0:
+        return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    return text[: at + 1] + section.rstrip("\n") + "\n" + text[at:]
 
 
 def get(path: str) -> Getter:
@@ -382,7 +410,11 @@ def render(results: dict[str, Any], docs: Path, notes: str) -> str:
     if failed or errors:
         parts += ["### Errors seen during the run\n", *errors, *failed, ""]
     text = "\n".join(parts)
-    (docs / "BENCHMARKS.md").write_text(text)
+    target = docs / "BENCHMARKS.md"
+    kept = kept_section(target.read_text()) if target.exists() else ""
+    if kept:
+        text = replace_section(text, kept)
+    target.write_text(text)
     return text
 
 

@@ -4,10 +4,32 @@
         [--interval-ms 0] [--workers 1] [--require-key KEY] [--log-level warning]
 
 Pure ASGI (no framework) so that it is never the bottleneck of a benchmark. Replies are
-deterministic; latency and faults are set per request with `x-fake-<name>` headers or a
-`"fake": {...}` body field (the body wins): delay_ms, chunks, interval_ms, status,
-error_body, fail_after, content, arguments (of the tool call, when the request has tools).
-See docs/BENCHMARKS.md and the tests for uses.
+deterministic; latency and faults are set per request with `x-fake-<name>` headers
+(`x-fake-delay-ms: 500`) or a `"fake": {...}` body field (`{"delay_ms": 500}`; the body
+wins). "Content chunks" are a stream's events after its role chunk.
+
+    delay_ms      slow headers: wait this long before the response head
+    chunks        content chunks in a stream (default 8)
+    interval_ms   pause between content chunks
+    status        answer this HTTP status with an OpenAI error envelope (500, 429, ...)
+    error_body    ... or with this body instead (JSON, else sent as text/plain)
+    retry_after   with `status`: a Retry-After header of this value (seconds)
+    fail_after    connection reset mid-stream: drop the connection after N content
+                  chunks (non-streamed: after the response head, before any body)
+    stall_after   stall mid-stream: stop after N content chunks (non-streamed: after the
+                  head and N bytes of the body), hold the connection open `stall_ms`
+                  (default 10000), then finish the reply if the client is still there
+    stall_ms      how long a stall lasts
+    garbage       1: a 200 whose body is not JSON (a stream: every data line but
+                  [DONE] is not JSON), sent as application/json or text/event-stream
+    seed          deterministic content: `seeded_text(seed, size)`, a fixed id and created
+                  time; a stream also sends `: sha256=<hex>` (an SSE comment, which
+                  clients skip) before [DONE], the digest of every byte sent before it
+    size          characters of seeded content (default 1024)
+    content       the reply's text
+    arguments     the tool call's arguments, when the request has tools
+
+See docs/BENCHMARKS.md and the tests (test_streaming, test_faults, test_soak) for uses.
 """
 
 from __future__ import annotations
@@ -46,14 +68,24 @@ ERROR_TYPES = {
     422: "unprocessable",
     429: "rate_limit_error",
 }
-INT_OPTIONS = ("delay_ms", "chunks", "interval_ms", "status", "fail_after")
-STR_OPTIONS = ("error_body", "content", "arguments")
+INT_OPTIONS = (
+    "delay_ms", "chunks", "interval_ms", "status", "fail_after", "stall_after", "stall_ms",
+    "garbage", "seed", "size",
+)  # fmt: skip
+STR_OPTIONS = ("error_body", "content", "arguments", "retry_after")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
 ]
 DONE_EVENT = b"data: [DONE]\n\n"
+# What a confused proxy in front of a real upstream might answer with a 200.
+GARBAGE_BODY = b"<html><body><h1>200 OK</h1>upstream says hello</body></html>"
+SEED_WORDS = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    "juliett", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+    "sierra", "tango", "uniform", "victor", "whiskey", "x-ray", "yankee", "zulu",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,12 @@ class Options:
     fail_after: int | None = None
     content: str | None = None
     arguments: str | None = None
+    retry_after: str | None = None
+    stall_after: int | None = None
+    stall_ms: int = 10_000
+    garbage: int = 0
+    seed: int | None = None
+    size: int = 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,19 @@ def split_pieces(text: str, count: int) -> list[str]:
     count = max(1, count)
     size = len(text)
     return [text[i * size // count : (i + 1) * size // count] for i in range(count)]
+
+
+def seeded_text(seed: int, size: int = 1024) -> str:
+    """`size` characters of words picked by a PRNG seeded with `seed`: a client that knows
+    the seed knows the text, so it can check every byte of it arrived, in order."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(SEED_WORDS) + (f"{rng.randrange(1000)} " if rng.random() < 0.2 else " ")
+        words.append(word)
+        length += len(word)
+    return "".join(words)[:size]
 
 
 def tool_arguments(tool: dict[str, Any]) -> str:
@@ -299,15 +350,18 @@ class FakeUpstream:
 
     async def _error(self, send: Send, opts: Options) -> None:
         status = opts.status or 500
+        extra = [] if opts.retry_after is None else [(b"retry-after", opts.retry_after.encode())]
         if opts.error_body is None:
-            await respond(send, status, error_envelope(status, f"fake error {status}"))
+            body = error_envelope(status, f"fake error {status}")
+            await respond(send, status, body, [*JSON_HEADERS, *extra])
             return
         try:
             orjson.loads(opts.error_body)
             content_type = b"application/json"
         except orjson.JSONDecodeError:
             content_type = b"text/plain; charset=utf-8"
-        await respond(send, status, opts.error_body.encode(), [(b"content-type", content_type)])
+        headers = [(b"content-type", content_type), *extra]
+        await respond(send, status, opts.error_body.encode(), headers)
 
     def _next_id(self, prefix: str) -> str:
         self.counter += 1
@@ -339,6 +393,8 @@ class FakeUpstream:
             text = "Fake reply to: " + content_text(user.get("content"))[:200]
         if opts.content is not None and tool_call is None:
             text = opts.content
+        if opts.seed is not None and tool_call is None:
+            text = seeded_text(opts.seed, opts.size)
         prompt_tokens = sum(word_count(m.get("content")) for m in messages if isinstance(m, dict))
         completion_tokens = word_count(tool_call["arguments"] if tool_call else text)
         usage = {
@@ -347,10 +403,11 @@ class FakeUpstream:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         finish = "tool_calls" if tool_call else "stop"
+        seeded = opts.seed is not None
         base = {
-            "id": self._next_id("chatcmpl"),
+            "id": f"chatcmpl-seed{opts.seed}" if seeded else self._next_id("chatcmpl"),
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": CREATED if seeded else int(time.time()),
             "model": model,
             "system_fingerprint": "fp_fake",
         }
@@ -409,6 +466,8 @@ class FakeUpstream:
         else:
             prompt_text = prompt if isinstance(prompt, str) else json.dumps(prompt)
         text = opts.content if opts.content is not None else "Fake reply to: " + prompt_text[:200]
+        if opts.seed is not None:
+            text = seeded_text(opts.seed, opts.size)
         prompt_tokens = (
             word_count(prompt)
             if not isinstance(prompt, list) or (prompt and isinstance(prompt[0], str))
@@ -482,7 +541,16 @@ class FakeUpstream:
         if opts.fail_after is not None:
             await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
             raise FailAfter("fail_after on a non-streamed reply: headers, then no body")
-        await respond(send, 200, dumps(reply))
+        body = GARBAGE_BODY if opts.garbage else dumps(reply)
+        if opts.stall_after is None:
+            await respond(send, 200, body)
+            return
+        cut = min(max(opts.stall_after, 0), len(body) - 1)
+        head = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": body[:cut], "more_body": True})
+        await asyncio.sleep(opts.stall_ms / 1000)
+        await send({"type": "http.response.body", "body": body[cut:]})
 
     async def _stream(
         self,
@@ -493,9 +561,17 @@ class FakeUpstream:
         pieces: list[dict[str, Any]],
         tail: list[dict[str, Any]],
     ) -> None:
-        events = [b"data: " + dumps(obj) + b"\n\n" for obj in (*head, *pieces, *tail)]
+        if opts.garbage:
+            count = len(head) + len(pieces) + len(tail)
+            events = [b"data: {not json, event %d}\n\n" % i for i in range(count)]
+        else:
+            events = [b"data: " + dumps(obj) + b"\n\n" for obj in (*head, *pieces, *tail)]
+        if opts.seed is not None:
+            digest = hashlib.sha256(b"".join(events)).hexdigest().encode()
+            events.append(b": sha256=" + digest + b"\n\n")
         events.append(DONE_EVENT)
         fail_at = len(head) + opts.fail_after if opts.fail_after is not None else -1
+        stall_at = len(head) + opts.stall_after if opts.stall_after is not None else -1
         interval = opts.interval_ms / 1000
         disconnected = asyncio.ensure_future(wait_disconnect(receive))
         self.stats.open_streams += 1
@@ -506,6 +582,8 @@ class FakeUpstream:
                 if index == fail_at:
                     outcome = "failed"
                     raise FailAfter(f"fail_after={opts.fail_after}: dropping the connection")
+                if index == stall_at:
+                    await asyncio.wait((disconnected,), timeout=opts.stall_ms / 1000)
                 # the interval separates content chunks: the first one follows the role chunk
                 if index > len(head) and interval > 0:
                     await asyncio.wait((disconnected,), timeout=interval)
