@@ -26,6 +26,8 @@ from gateway.responses.response import (
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _MAX_LINE = 1 << 24  # an upstream line this long is not a chat stream
+_DELTA = b"response.output_text.delta"
+_DELTA_HEAD = b"event: " + _DELTA + b'\ndata: {"type":"' + _DELTA + b'","sequence_number":'
 
 
 class _Call:
@@ -60,14 +62,14 @@ class ResponseStream:
         self.response: dict[str, Any] | None = None  # the final response object, once ended
         self._seq = 0
         self._out: list[bytes] = []
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._partial = b""  # the start of a line whose end has not arrived
         self._data: list[bytes] = []  # the data lines of the event being read
         self._started = False
         self._output: list[dict[str, Any]] = []
         self._message: dict[str, Any] | None = None  # the open message item
         self._message_index = 0
         self._text: list[str] = []
+        self._delta_fields = b""  # the open message's ids, as JSON members
         self._call: _Call | None = None  # the open function_call item
         self._calls: dict[int, _Call] = {}  # by the chat tool call index
         self._call_ids: set[str] = set()
@@ -89,17 +91,15 @@ class ResponseStream:
             return b""
         if not self._started:
             self._start()
-        buffer = self._buffer
-        buffer += chunk
-        start = 0
-        end = buffer.find(b"\n", self._scanned)
+        partial = self._partial
+        data = partial + chunk if partial else chunk
+        start, end = 0, data.find(b"\n", len(partial))  # the partial line has no newline
         while end >= 0 and self.response is None:
-            self._line(bytes(buffer[start:end]))
+            self._line(data[start:end])
             start = end + 1
-            end = buffer.find(b"\n", start)
-        del buffer[:start]
-        self._scanned = len(buffer)
-        if self._scanned > _MAX_LINE and self.response is None:
+            end = data.find(b"\n", start)
+        self._partial = data[start:] if self.response is None else b""
+        if len(self._partial) > _MAX_LINE:
             self._fail("The provider's stream has a line over 16 MB.", "server_error")
         return self._take()
 
@@ -182,17 +182,11 @@ class ResponseStream:
             self._close_call("completed")
         if self._message is None:
             self._open_message()
-        assert self._message is not None
         self._text.append(text)
-        self._emit(
-            "response.output_text.delta",
-            {
-                "item_id": self._message["id"],
-                "output_index": self._message_index,
-                "content_index": 0,
-                "delta": text,
-                "logprobs": [],
-            },
+        # The hot path: the event's fixed part is built once per message, not per delta.
+        seq, self._seq = self._seq, self._seq + 1
+        self._out.append(
+            _DELTA_HEAD + str(seq).encode() + self._delta_fields + orjson.dumps(text) + b"}\n\n"
         )
 
     def _open_message(self) -> None:
@@ -204,6 +198,8 @@ class ResponseStream:
             "role": "assistant",
         }
         self._message, self._message_index, self._text = item, len(self._output), []
+        where = {"item_id": item["id"], "output_index": self._message_index, "content_index": 0}
+        self._delta_fields = b"," + orjson.dumps({**where, "logprobs": []})[1:-1] + b',"delta":'
         self._output.append(item)
         self._emit(
             "response.output_item.added", {"output_index": self._message_index, "item": item}
@@ -314,4 +310,3 @@ class ResponseStream:
     def _end(self, kind: str, response: dict[str, Any]) -> None:
         self.response = response
         self._emit(kind, {"response": response})
-        self._buffer.clear()
