@@ -715,3 +715,18 @@ def test_sdk_reads_the_failed_stream() -> None:
         pytest.raises(RuntimeError, match=r"response\.completed"),
     ):
         sdk_stream.get_final_response()
+
+
+def test_stream_close_at_the_end_of_the_body() -> None:
+    # [DONE] without the blank line after it still completes the response.
+    stream = ResponseStream({"model": "local"}, "resp_c", CREATED)
+    raw = chat_sse(TEXT_CHUNKS)[:-2]
+    events = parse_sse(feed(raw, 13, stream) + stream.close())
+    assert check_events(events)[-1].type == "response.completed"
+    assert stream.close() == b""
+    # A body that ends before [DONE] ends in response.failed, never a silent cut.
+    stream = ResponseStream({"model": "local"}, "resp_c", CREATED)
+    events = parse_sse(feed(chat_sse(TOOL_CHUNKS, done=False), 13, stream) + stream.close())
+    failed = check_events(events)[-1]
+    assert failed.type == "response.failed" and "without [DONE]" in failed.response.error.message
+    assert [o.status for o in failed.response.output] == ["completed", "completed"]

@@ -14,7 +14,8 @@ from gateway.responses.request import new_id
 
 # The codes the SDK's ResponseError takes; any other failure is reported as server_error.
 _ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+# Finish reasons that leave a response incomplete, and the reason Responses gives.
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def from_chat(
@@ -24,7 +25,7 @@ def from_chat(
     choices = chat_body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
     message = choice.get("message") or {}
-    reason = _INCOMPLETE.get(choice.get("finish_reason") or "")
+    reason = INCOMPLETE.get(choice.get("finish_reason") or "")
     status = "incomplete" if reason else "completed"
     output: list[dict[str, Any]] = []
     content = message.get("content")

@@ -16,6 +16,7 @@ import orjson
 
 from gateway.responses.request import new_id
 from gateway.responses.response import (
+    INCOMPLETE,
     call_id,
     function_call_item,
     response_error,
@@ -24,7 +25,6 @@ from gateway.responses.response import (
     usage_from_chat,
 )
 
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _MAX_LINE = 1 << 24  # an upstream line this long is not a chat stream
 _DELTA = b"response.output_text.delta"
 _DELTA_HEAD = b"event: " + _DELTA + b'\ndata: {"type":"' + _DELTA + b'","sequence_number":'
@@ -103,6 +103,18 @@ class ResponseStream:
             self._fail("The provider's stream has a line over 16 MB.", "server_error")
         return self._take()
 
+    def close(self) -> bytes:
+        """The upstream's body ended: its last event even without the blank line after it,
+        then `response.failed` if the stream never reached `[DONE]`."""
+        if self.response is None and self._partial:
+            self._line(self._partial)
+        if self.response is None and self._data:
+            self._line(b"")
+        self._partial = b""
+        if self.response is None:
+            return self.fail("The provider ended the stream without [DONE].")
+        return self._take()
+
     def fail(self, message: str, code: str | None = "server_error") -> bytes:
         """`response.failed` (after closing open items) for an upstream that broke off."""
         if self.response is not None:
@@ -175,7 +187,7 @@ class ResponseStream:
         finish = choice.get("finish_reason")
         if finish:
             self._finish = finish
-            self._close_open("incomplete" if finish in _INCOMPLETE else "completed")
+            self._close_open("incomplete" if finish in INCOMPLETE else "completed")
 
     def _text_delta(self, text: str) -> None:
         if self._call is not None:
@@ -288,7 +300,7 @@ class ResponseStream:
             self._close_call(status)
 
     def _complete(self) -> None:
-        reason = _INCOMPLETE.get(self._finish or "")
+        reason = INCOMPLETE.get(self._finish or "")
         status = "incomplete" if reason else "completed"
         self._close_open(status)
         if not self._output:  # an empty answer is still an (empty) message
