@@ -290,7 +290,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if kind != "function":
             raise _unsupported(
                 f"{where}.type",
-                f"Tools of type {str(kind)[:64]!r} are not supported (function tools are)",
+                f"Tools of type {str(kind)[:64]!r} are not supported, only function tools,",
             )
         function: dict[str, Any] = {"name": _text(tool, "name", where)}
         description = tool.get("description")
@@ -379,8 +379,8 @@ def _bad_value(param: str, value: Any, allowed: tuple[str, ...]) -> InvalidReque
 
 def _unsupported(param: str, what: str) -> InvalidRequest:
     return InvalidRequest(
-        f"{what} for this model: its provider is served through Chat Completions, to which "
-        "the gateway translates the Responses API.",
+        f"{what} on this model: the gateway serves it through Chat Completions, which has no "
+        "equivalent.",
         param=param,
         code="unsupported_value",
     )
