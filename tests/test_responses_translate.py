@@ -144,13 +144,17 @@ def feed(raw: bytes, size: int, stream: ResponseStream | None = None) -> bytes:
     return b"".join(out)
 
 
-def sdk_client(raw: bytes, captured: list[dict[str, Any]] | None = None) -> openai.OpenAI:
+def sdk_client(
+    raw: bytes,
+    captured: list[dict[str, Any]] | None = None,
+    content_type: str = "text/event-stream",
+) -> openai.OpenAI:
     """A real client whose transport answers our bytes: the SDK parses them."""
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         if captured is not None:
             captured.append(orjson.loads(request.content))
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
+        return httpx2.Response(200, headers={"content-type": content_type}, content=raw)
 
     http = httpx2.Client(transport=httpx2.MockTransport(answer))
     return openai.OpenAI(api_key="k", base_url="http://gateway.test/v1", http_client=http)
@@ -439,6 +443,16 @@ def test_plain_text_response() -> None:
     assert (response.usage.input_tokens, response.usage.output_tokens) == (11, 7)
     assert response.usage.total_tokens == 18
     assert response.usage.input_tokens_details.cached_tokens == 0
+
+
+def test_sdk_reads_the_response_body() -> None:
+    captured: list[dict[str, Any]] = []
+    chat = completion({"role": "assistant", "content": "Hello!"})
+    raw = orjson.dumps(from_chat(chat, {"model": "local", "input": "Hi"}, "resp_b", CREATED))
+    client = sdk_client(raw, captured, "application/json")
+    response = client.responses.create(model="local", input="Hi", instructions="Be brief.")
+    assert response.id == "resp_b" and response.output_text == "Hello!"
+    assert to_chat(captured[0], None)["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
 def test_tool_calls_response() -> None:
