@@ -676,6 +676,9 @@ def test_stream_upstream_error_event() -> None:
     assert events[-2]["item"]["type"] == "function_call"
     assert events[-2]["item"]["status"] == "incomplete"
     assert typed[-1].response.error.message == "model crashed"
+    # A chunk with "error": null is no failure.
+    quiet = [{**TEXT_CHUNKS[1], "error": None}, TEXT_CHUNKS[4]]
+    assert parse_sse(feed(chat_sse(quiet), 50))[-1]["type"] == "response.completed"
     # A failure before any byte still opens the stream first.
     early = parse_sse(ResponseStream({"model": "m"}, "resp_e", CREATED).fail("refused"))
     check_events(early)

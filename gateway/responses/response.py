@@ -23,7 +23,8 @@ def from_chat(
 ) -> dict[str, Any]:
     """The `response` object for a non-streamed chat.completion."""
     choices = chat_body.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    choice = choice if isinstance(choice, dict) else {}
     message = choice.get("message") or {}
     reason = INCOMPLETE.get(choice.get("finish_reason") or "")
     status = "incomplete" if reason else "completed"
@@ -35,6 +36,8 @@ def from_chat(
         output.append(message_item(new_id("msg"), text, status))
     seen: set[str] = set()
     for call in calls:
+        if not isinstance(call, dict):
+            continue
         function = call.get("function") or {}
         output.append(
             function_call_item(

@@ -164,8 +164,8 @@ class ResponseStream:
             return
         if not isinstance(chunk, dict):
             return
-        if "error" in chunk:
-            error = chunk["error"]
+        error = chunk.get("error")
+        if error:
             message = error.get("message") if isinstance(error, dict) else error
             code = error.get("code") if isinstance(error, dict) else None
             self._fail(str(message or "The provider failed mid-stream."), code)
