@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raise_fd_limit()
     services = start_services(WORKDIR)
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     try:
         print("faults ...", flush=True)
         faults_table, problems = faults_phase(services)
@@ -770,21 +770,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         services.stop()
     minutes = (time.perf_counter() - started) / 60
+    load = f"load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     if args.write_docs:
-        write_docs(faults_table, streams, result, minutes)
+        write_docs(faults_table, streams, result, f"{minutes:.1f} minutes, {load}")
     for problem in problems:
         print(f"BOUND BROKEN: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
-def write_docs(faults: str, streams: StreamsResult, soaked: SoakResult, minutes: float) -> None:
+def write_docs(faults: str, streams: StreamsResult, soaked: SoakResult, run: str) -> None:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = REPO / "docs" / "BENCHMARKS.md"
     section = "\n".join(
         [
             "## Under load and faults\n",
-            f"_Written by `python -m bench.soak --write-docs` ({date}, {minutes:.1f} minutes; "
-            "`python -m bench` keeps this section as it is). Each phase on a fresh gateway, "
+            f"_Written by `python -m bench.soak --write-docs` ({date}, {run}, on 2 cores "
+            "shared with the load client, the fake and other jobs; `python -m bench` keeps this "
+            "section as it is). Each phase on a fresh gateway, "
             "one worker, against `tests/fake_upstream.py`, provider read timeout 2 s, breaker "
             "off; tests/test_faults.py and tests/test_soak.py assert the same at CI size._\n",
             "### Faults\n",
