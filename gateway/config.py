@@ -483,6 +483,7 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
         errors.append(
             f"server.drain_delay_seconds: must not be negative, got {s.drain_delay_seconds}"
         )
+    errors += workers_problems(config, s.workers)
     for name, p in config.providers.items():
         where = f"providers.{name}"
         if ":" in name:
@@ -652,6 +653,52 @@ def _check_policy(config: GatewayConfig) -> list[str]:
     errors += _positive("limits.default_completion_tokens", config.limits.default_completion_tokens)
     errors += _positive("limits.lease_seconds", config.limits.lease_seconds)
     return errors
+
+
+def per_process_limits(config: GatewayConfig) -> list[str]:
+    """The limits and budgets in effect: in memory, each process would keep its own."""
+    auth = config.auth
+    used = {auth.default_tier} | {key.tier or auth.default_tier for key in auth.keys}
+    found = [
+        f"tiers.{name}"
+        for name, tier in config.tiers.items()
+        if name in used and any(_is_limit(v) for v in dataclasses.asdict(tier).values())
+    ]
+    found += [
+        f"provider_limits.{name}"
+        for name, limit in config.provider_limits.items()
+        if any(_is_limit(v) for v in dataclasses.asdict(limit).values())
+    ]
+    found += [
+        f"auth.keys[{i}].monthly_budget_usd"
+        for i, key in enumerate(auth.keys)
+        if key.monthly_budget_usd is not None
+    ]
+    found += [
+        f"teams.{name}.monthly_budget_usd"
+        for name, team in config.teams.items()
+        if team.monthly_budget_usd is not None
+    ]
+    return found
+
+
+def _is_limit(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def workers_problems(config: GatewayConfig, workers: int) -> list[str]:
+    """Several workers with limits in memory would each admit the whole limit."""
+    if workers <= 1 or config.state.redis_url:
+        return []
+    found = per_process_limits(config)
+    if not found:
+        return []
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return [
+        f"server.workers: {workers} workers with in-memory state would each keep their own "
+        f"limits and budgets ({shown}), letting through up to {workers} times as much; "
+        "set state.redis_url (REDIS_URL) to share them, or run 1 worker per replica"
+    ]
 
 
 def _with_line(error: str, lines: dict[str, int]) -> str:

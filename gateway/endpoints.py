@@ -267,7 +267,8 @@ class Endpoints:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        exposition = self.gw.metrics.exposition  # with several workers: all of them
+        return Response(generate_latest(exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

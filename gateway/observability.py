@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
 from typing import Any
@@ -19,6 +20,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import LoggingConfig
 
@@ -61,16 +63,28 @@ def get_logger() -> Any:
 
 
 class Metrics:
+    """The gateway's metrics, in `registry`; /metrics renders `exposition`.
+
+    With PROMETHEUS_MULTIPROC_DIR set (`gateway serve --workers N` sets it), every worker
+    writes its values to files there and `exposition` adds up all the workers' (gauges by
+    their multiprocess_mode); the process_* and python_gc_* collectors stay per process.
+    """
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        ProcessCollector(registry=r)  # process_*: CPU, memory, open file descriptors
-        PlatformCollector(registry=r)  # python_info
-        GCCollector(registry=r)  # python_gc_*
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.exposition = CollectorRegistry() if shared else r
+        if shared:
+            MultiProcessCollector(self.exposition, path=shared)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=self.exposition)  # process_*: CPU, memory, open fds
+        PlatformCollector(registry=self.exposition)  # python_info
+        GCCollector(registry=self.exposition)  # python_gc_*
         Gauge(
             "gateway_build_info",
             "The gateway's version and Python; always 1.",
             ["version", "python"],
+            multiprocess_mode="max",
             registry=r,
         ).labels(_version(), platform.python_version()).set(1)
         self.requests = Counter(
@@ -107,10 +121,14 @@ class Metrics:
             "gateway_provider_up",
             "1 if the provider answered its last readiness probe, else 0.",
             ["provider"],
+            multiprocess_mode="livemostrecent",
             registry=r,
         )
         self.in_flight = Gauge(
-            "gateway_in_flight_requests", "Requests being served now.", registry=r
+            "gateway_in_flight_requests",
+            "Requests being served now.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.upstream_errors = Counter(
             "gateway_upstream_errors",
@@ -147,6 +165,7 @@ class Metrics:
             "gateway_budget_used_ratio",
             "Share of the monthly budget spent, by scope (key, team) and name.",
             ["scope", "name"],
+            multiprocess_mode="livemostrecent",
             registry=r,
         )
         self.budget_alerts = Counter(
@@ -215,11 +234,13 @@ class Metrics:
         self.cache_entries = Gauge(
             "gateway_cache_entries",
             "Answers in the in-memory cache (not reported for Redis).",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.cache_bytes = Gauge(
             "gateway_cache_bytes",
             "Bytes of answers and embeddings in the in-memory cache (not reported for Redis).",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.cache_errors = Counter(
@@ -232,6 +253,7 @@ class Metrics:
             "gateway_breaker_state",
             "Circuit breaker per provider: 0 closed, 1 half-open (probing), 2 open.",
             ["provider"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.breaker_transitions = Counter(
@@ -256,10 +278,12 @@ class Metrics:
         self.config_last_reload = Gauge(
             "gateway_config_last_reload_timestamp_seconds",
             "When the config was last reloaded or a reload was refused (Unix time).",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.config_last_reload_ok = Gauge(
             "gateway_config_last_reload_success",
             "1 if the last reload succeeded, 0 if the file was invalid.",
+            multiprocess_mode="livemin",
             registry=r,
         )
