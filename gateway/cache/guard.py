@@ -304,15 +304,19 @@ _TOKEN = re.compile(
     r"|[=!<>&|+*/%^~:-]{2,}"
     r"|[%$€£¥°+*/\u00d7\u00f7^=<>-]|[.!?;:¿¡\n]"
 )
-# Without code in sight (most questions) plain string methods split the text. A 1:1
-# table keeps str.translate on its fast path: sentence ends become ".", other
-# punctuation a space; then the few symbols the reader needs get spaces around them.
+# Without code in sight (most questions) plain string methods split the text: sentence
+# ends become ".", other punctuation a space, and the few symbols the reader needs get
+# spaces around them.
 _ENDS = "!?;:\u00bf\u00a1\n\u2026"
 _SPACES = '"(),[]{}#@&|~`\u201c\u201d\u2018\u00ab\u00bb\t\r'
-_SPACING = str.maketrans(_ENDS + _SPACES + "\u2019", "." * len(_ENDS) + " " * len(_SPACES) + "'")
+_SPACING_PAIRS = (
+    *((c, ".") for c in _ENDS),
+    *((c, " ") for c in _SPACES),
+    ("\u2019", "'"),
+)
 _SYMBOLS = tuple("%$€£¥°+*/\u00d7\u00f7^=<>-")
 _DIGITS = tuple("0123456789")
-_CODE_MARKS = frozenset("_=&|<>~^")
+_CODE_MARKS = tuple("_=&|<>~^")
 _CODE_CHARS = (*_CODE_MARKS, ".", "-")  # any code-like token needs one of these
 # Patterns that start with a literal or a digit, so the scan for them stays cheap.
 _GROUP_COMMA = re.compile(r",(?<=\d,)(?=\d{3}(?!\d))")
@@ -549,7 +553,9 @@ def _split(text: str) -> tuple[list[str], list[str], list[str], list[str], bool]
     if any(c in text for c in _CODE_CHARS) and _looks_like_code(text):
         words, written, plain, code = _split_code(text)
         return words, written, plain, code, digits or not _NUMBER_WORDS.isdisjoint(plain)
-    text = text.translate(_SPACING)
+    for char, spacing in _SPACING_PAIRS:  # `in` and replace beat str.translate here
+        if char in text:
+            text = text.replace(char, spacing)
     if "." in text:  # "?", "!", ";" ... are dots by now
         text = _SENTENCE_DOT.sub(" . ", text)  # a dot that is no decimal point
     for symbol in _SYMBOLS:
@@ -619,7 +625,7 @@ def _capitalized(written: list[str], plain: list[str]) -> tuple[set[str], set[st
 
 def _looks_like_code(text: str) -> bool:
     """Whether the text may hold --flags, dotted.names, snake_case or operators like '=='."""
-    if not _CODE_MARKS.isdisjoint(text) or "--" in text:
+    if any(c in text for c in _CODE_MARKS) or "--" in text:
         return True
     for mark in (".", " -"):  # a dotted.name, or a -flag
         at = text.find(mark)
