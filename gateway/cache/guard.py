@@ -257,7 +257,7 @@ _UNITS = {
 _UNITS_AFTER_NUMBER = {
     "m": "m", "g": "g", "l": "l", "s": "s", "h": "h", "k": "k", "c": "degc", "f": "degf",
     "min": "min", "mins": "min", "w": "w", "v": "v", "us": "us", "b": "b", "t": "t",
-    "in": "in", "bar": "bar", "pa": "pa", "cal": "kcal", "am": "am", "pm": "pm",
+    "in": "in", "bar": "bar", "pa": "pa", "cal": "kcal",
 }  # fmt: skip
 _CURRENCY_SIGNS = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy"}
 _TEMPERATURE = {"c": "degc", "f": "degf", "k": "degk"}
@@ -290,7 +290,6 @@ _QUOTED = re.compile(
     r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|\u2018([^\u2019\n]+)\u2019|`([^`\n]+)`"
     r"|(?<![\w'])'(?=\S)([^'\n]+?)'(?!\w)"
 )
-_QUOTE_CHARS = ('"', "\u201c", "\u2018", "`", "'")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{2,4})\b")
 _CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})(?::\d{2})?\s*([ap]\.?m\.?)?", re.IGNORECASE)
@@ -325,7 +324,6 @@ _DIGIT_LETTER = re.compile(r"\d[^\W\d_]")
 _DIGIT_LETTER_SPLIT = re.compile(r"(?<=\d)(?=[^\W\d_])")
 _SUBWORD = re.compile(r"[^\W\d_]+")
 _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+")
-_BOUNDARY = frozenset(".!?;:¿¡\n")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Comparators read at "than": "more than", "fewer than"; "no more than" is "<=".
 _COMPARE_THAN = {
