@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 # The builtin embedder's threshold, measured on tests/data/cache_pairs.jsonl (docs/CACHE.md);
 # neural embedders take the seed's 0.92.
-BUILTIN_THRESHOLD = 0.80
-NEURAL_THRESHOLD = 0.92
+BUILTIN_THRESHOLD = 0.75
+NEURAL_THRESHOLD = 0.93
 _MAX_COMPARED = 8  # entries compared by cosine per lookup, nearest hashes first
 _NO_TEMPERATURE = 1.0  # OpenAI's default when a request sets none
 
