@@ -181,7 +181,11 @@ def test_console_log_format(workdir: Path) -> None:
             gw.base_url + "/chat/completions", json=body, headers={"x-request-id": "console-1"}
         )
         deadline = time.monotonic() + 5
-        while "console-1" not in gw.log() and time.monotonic() < deadline:
+        # The routing_decision line names the request too; the access line comes after it.
+        while (
+            not any("console-1" in line and "access" in line for line in gw.log().splitlines())
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         lines = [line for line in gw.log().splitlines() if "console-1" in line]
         assert any("access" in line for line in lines)
