@@ -87,7 +87,8 @@ def check_request(endpoint: str, body: dict[str, Any]) -> None:
         check_texts("input", _need(body, "input", (str, list), "a string or an array"))
 
 
-def _invalid_type(param: str, what: str, value: Any) -> InvalidRequest:
+def invalid_type(param: str, what: str, value: Any) -> InvalidRequest:
+    """400 for a missing or mistyped field, worded as OpenAI words it."""
     if value is None:
         return InvalidRequest(
             f"Missing required parameter: '{param}'.",
@@ -137,7 +138,7 @@ def check_tools(body: dict[str, Any]) -> None:
             if isinstance(function, dict):
                 description = function.get("description")
                 if description is not None and not isinstance(description, str):
-                    raise _invalid_type(f"{where}.description", "a string", description)
+                    raise invalid_type(f"{where}.description", "a string", description)
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -182,7 +183,7 @@ def check_message(i: int, message: Any) -> None:
                     code="invalid_value" if isinstance(part, dict) else "invalid_type",
                 )
             if kind in ("text", "refusal") and not isinstance(part.get(kind), str):
-                raise _invalid_type(f"{at}.{kind}", "a string", part.get(kind))
+                raise invalid_type(f"{at}.{kind}", "a string", part.get(kind))
     elif content is not None and not isinstance(content, str):
         raise InvalidRequest(
             f"Invalid type for '{where}.content': expected a string, null or an array of "
@@ -207,29 +208,29 @@ def _check_scanned_fields(where: str, message: dict[str, Any]) -> None:
     for key in ("name", "refusal"):
         value = message.get(key)
         if value is not None and not isinstance(value, str):
-            raise _invalid_type(f"{where}.{key}", "a string", value)
+            raise invalid_type(f"{where}.{key}", "a string", value)
     calls = message.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):
-            raise _invalid_type(f"{where}.tool_calls", "an array of tool calls", calls)
+            raise invalid_type(f"{where}.tool_calls", "an array of tool calls", calls)
         for k, call in enumerate(calls):
             at = f"{where}.tool_calls[{k}]"
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(call, dict):
-                raise _invalid_type(at, "an object", call)
+                raise invalid_type(at, "an object", call)
             if not isinstance(function, dict):
-                raise _invalid_type(f"{at}.function", "an object", function)
+                raise invalid_type(f"{at}.function", "an object", function)
             _check_arguments(f"{at}.function.arguments", function.get("arguments"))
     legacy = message.get("function_call")
     if legacy is not None:
         if not isinstance(legacy, dict):
-            raise _invalid_type(f"{where}.function_call", "an object", legacy)
+            raise invalid_type(f"{where}.function_call", "an object", legacy)
         _check_arguments(f"{where}.function_call.arguments", legacy.get("arguments"))
 
 
 def _check_arguments(param: str, arguments: Any) -> None:
     if not isinstance(arguments, str):
-        raise _invalid_type(param, "a string (JSON-encoded arguments)", arguments)
+        raise invalid_type(param, "a string (JSON-encoded arguments)", arguments)
 
 
 def needs_of(endpoint: str, body: dict[str, Any]) -> frozenset[str]:

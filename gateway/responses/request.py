@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.wire import invalid_type
 
 _INPUT_ROLES = ("user", "system", "developer")
 _ROLES = (*_INPUT_ROLES, "assistant")
@@ -24,8 +25,6 @@ _TOOL_CHOICES = ("auto", "none", "required")
 _IMAGE_DETAILS = ("low", "high", "auto")  # chat's; Responses also has "original"
 _UNSUPPORTED_PARTS = ("input_file", "input_audio")
 _UNSUPPORTED_FIELDS = ("prompt", "conversation")
-_TYPE_NAMES: dict[type, str] = {bool: "a boolean", int: "an integer", float: "a number"}
-_TYPE_NAMES |= {str: "a string", list: "an array", dict: "an object", type(None): "null"}
 
 
 def new_id(prefix: str) -> str:
@@ -353,17 +352,7 @@ def _id(item: dict[str, Any], prefix: str) -> str:
     return given if isinstance(given, str) and given else new_id(prefix)
 
 
-def _bad_type(param: str, what: str, value: Any) -> InvalidRequest:
-    if value is None:
-        return InvalidRequest(
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    got = _TYPE_NAMES.get(type(value), type(value).__name__)
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {what}, got {got}.", param=param, code="invalid_type"
-    )
+_bad_type = invalid_type  # one wording for missing and mistyped fields (gateway/wire.py)
 
 
 def _bad_value(param: str, value: Any, allowed: tuple[str, ...]) -> InvalidRequest:
