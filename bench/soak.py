@@ -719,11 +719,12 @@ def faults_phase(services: Services) -> tuple[str, list[str]]:
         problems.append("faults: a traceback in the gateway's log")
     rows += ["", "An upstream 500 reaches the client as that 500, in the envelope (docs/API.md: "
              "4xx/5xx, the upstream's), never as the gateway's own `internal_error`."]  # fmt: skip
-    if any("200" in label for label in alone.get("garbage", ())):
+    if any("not JSON" in label or "[DONE]" in label for label in alone.get("garbage", ())):
+        problems.append("faults: garbage from the upstream reached a client")
+    else:
         rows.append(
-            "Garbage is relayed as the upstream sent it, where docs/API.md's error table says "
-            "502 `upstream_error` for an upstream that answered garbage (tests/test_faults.py "
-            "marks that expectation xfail)."
+            "Garbage never reaches a client: a body or a stream event that is not JSON becomes "
+            "502 `upstream_error`, or the stream's final error event."
         )
     return "\n".join(rows), problems
 

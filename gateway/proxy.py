@@ -26,7 +26,7 @@ from gateway.cache.answer import (
 )
 from gateway.catalog import Target
 from gateway.context import RequestContext
-from gateway.errors import CircuitOpen, GatewayError, KeptLocal
+from gateway.errors import CircuitOpen, GatewayError, KeptLocal, UpstreamError
 from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
 from gateway.wire import (
@@ -34,7 +34,6 @@ from gateway.wire import (
     UsageStripper,
     sse_error_event,
     upstream_error_body,
-    usage_from_json,
 )
 
 if TYPE_CHECKING:
@@ -247,6 +246,9 @@ class ProxyEndpoint:
                 await self._relay_body(ctx, provider, upstream, send)
             failed = ctx.status >= 500 or (ctx.status < 400 and ctx.error_code is not None)
             why = ctx.error_code or f"HTTP {ctx.status}"
+        except GatewayError as exc:  # the upstream broke or answered garbage
+            failed, why = True, exc.code or "error"
+            raise
         finally:
             ctx.upstream_done = time.perf_counter()
             await upstream.aclose()
@@ -270,9 +272,16 @@ class ProxyEndpoint:
             body = await upstream.aread()
         except httpx.HTTPError as exc:
             raise self._upstream_failed(provider, exc) from None
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise self._garbage(
+                provider, f"answered HTTP {upstream.status_code} with a body that is not JSON"
+            ) from None
         if ctx.placeholders:
             body = restore_body(body, ctx.placeholders)
-        ctx.usage = usage_from_json(body)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        ctx.usage = usage if isinstance(usage, dict) else None
         nano = self.gateway.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
         if nano is not None:
             ctx.cost_usd = nano / NANO
@@ -337,14 +346,17 @@ class ProxyEndpoint:
                     continue
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = time.perf_counter()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tap.feed(chunk)
-            rest = strip.flush() if strip is not None else b""
-            if restoring is not None:
+                if tap.garbage:  # never passed on: the client gets the error event instead
+                    failure = self._garbage(provider, "sent a stream event that is not JSON")
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            rest = strip.flush() if strip is not None and failure is None else b""
+            if restoring is not None and failure is None:
                 rest = restoring.feed(rest) + restoring.flush()
             if rest:
-                await send({"type": "http.response.body", "body": rest, "more_body": True})
                 tap.feed(rest)
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
         except httpx.HTTPError as exc:
             failure = self._upstream_failed(provider, exc)
         if failure is None and not tap.ended_cleanly:
@@ -357,11 +369,16 @@ class ProxyEndpoint:
         if failure is not None:
             # Never a silent cut that looks complete: end with an error event.
             ctx.error_code = failure.code
-            tail = (b"\n\n" if tap.ends_mid_event else b"") + sse_error_event(failure.to_dict())
+            cut = tap.ends_mid_event or tap.garbage  # a blank line more is harmless
+            tail = (b"\n\n" if cut else b"") + sse_error_event(failure.to_dict())
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.usage = tap.usage or (strip.usage if strip is not None else None)
         if recorder is not None and failure is None:
             ctx.cache_answer = recorder.answer()
+
+    def _garbage(self, provider: Provider, what: str) -> GatewayError:
+        self.gateway.metrics.upstream_errors.labels(provider.name, "invalid_response").inc()
+        return UpstreamError(f"Provider {provider.name!r} {what}.")
 
     def _upstream_failed(self, provider: Provider, exc: BaseException) -> GatewayError:
         error = provider.failure(exc)

@@ -294,34 +294,66 @@ def usage_from_json(raw: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-class StreamTap:
-    """Watches SSE bytes as they pass, for the usage event and the final [DONE].
+_MAX_EVENT = 1 << 20
 
-    It never holds bytes back: the caller forwards each chunk first, then feeds it here.
+
+class StreamTap:
+    """Watches SSE events as they pass: each data payload must be JSON (or [DONE]); it
+    keeps the usage event's usage and sees whether the stream ended with [DONE].
+
+    It never holds bytes back; the caller feeds each chunk before sending it on.
     """
 
-    __slots__ = ("_pending", "_tail", "usage")
+    __slots__ = ("_data", "_pending", "_size", "_tail", "garbage", "usage")
 
     def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
-        self._pending = b""
+        self.garbage = False  # a data payload that is neither JSON nor [DONE]
+        self._data: list[bytes] = []  # the current event's data lines
+        self._size = 0
+        self._pending = b""  # a line not ended yet
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
         self._tail = (self._tail + chunk)[-64:]
-        if self._pending or b'"usage":{' in chunk or b'"usage": {' in chunk:
-            data = self._pending + chunk
-            events = data.split(b"\n\n")
-            self._pending = events.pop()
-            if len(self._pending) > 1 << 20:  # never keep a runaway event
-                self._pending = b""
-            for event in events:
-                if b'"usage"' in event:
-                    for line in event.split(b"\n"):
-                        if line.startswith(b"data:"):
-                            usage = usage_from_json(line[5:].strip())
-                            if usage:
-                                self.usage = usage
+        if (  # the usual chunk: one whole `data: ...` event
+            not self._pending
+            and not self._data
+            and chunk[:6] == b"data: "
+            and chunk[-2:] == b"\n\n"
+            and chunk.count(b"\n") == 2
+        ):
+            self._data.append(chunk[6:-2])
+            self._event()
+            return
+        lines = (self._pending + chunk if self._pending else chunk).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    self._event()
+            elif line[:5] == b"data:":
+                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+                self._size += len(line)
+        if self._size + len(self._pending) > _MAX_EVENT:  # not an event we can judge
+            self._data, self._size, self._pending = [], 0, b""
+
+    def _event(self) -> None:
+        payload = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        self._data, self._size = [], 0
+        if payload == b"[DONE]":
+            return
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.garbage = True
+            return
+        if isinstance(event, dict) and "usage" in event:
+            usage = event["usage"]
+            if isinstance(usage, dict) and usage:
+                self.usage = usage
 
     @property
     def ended_cleanly(self) -> bool:
