@@ -40,7 +40,8 @@ def resilience_config(fake: FakeUpstream, dead_port: int, revived_port: int) -> 
             provider("openai", fake.base_url, "gpt-4o-mini"),
             provider("flaky", fake.base_url, "flaky-model", headers='{x-fake-status: "503"}',
                      breaker=quiet),
-            provider("limited", fake.base_url, "limited-model", headers='{x-fake-status: "429"}',
+            provider("limited", fake.base_url, "limited-model",
+                     headers='{x-fake-status: "429", x-fake-retry-after: "9"}',
                      breaker=quiet),
             provider("slow", fake.base_url, "slow-model", headers='{x-fake-delay-ms: "3000"}',
                      timeouts="{read: 0.5}", breaker=quiet),
@@ -159,6 +160,7 @@ def test_the_last_target_failing_is_what_the_client_sees(gw: GatewayProcess) -> 
     assert error["message"]
     assert response.headers["x-gateway-provider"] == "limited"
     assert response.headers["x-gateway-fallback"] == "limited2:limited2-model=http_429"
+    assert response.headers["retry-after"] == "9"  # the last upstream's, passed on
 
 
 def test_no_fallback_after_the_first_byte(gw: GatewayProcess, fake_upstream: FakeUpstream) -> None:
