@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from gateway.cache.answer import (
 )
 from gateway.catalog import Target
 from gateway.context import RequestContext
+from gateway.drain import SHUTTING_DOWN
 from gateway.errors import CircuitOpen, GatewayError, KeptLocal, UpstreamError
 from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
@@ -128,6 +130,11 @@ class ProxyEndpoint:
             await send_error(send, ctx, exc)
         except ClientDisconnected:
             ctx.status = 499
+        except asyncio.CancelledError:  # the drain's deadline: DrainGuard answers 503 or ends it
+            ctx.error_code = SHUTTING_DOWN
+            if ctx.status == 0:
+                ctx.status = 503
+            raise
         except Exception:
             # This endpoint runs outside Starlette's error middleware (app.py), so it is
             # its own last resort: log the traceback, answer an envelope if it still can.

@@ -151,5 +151,15 @@ def test_streams_past_the_drain_deadline_end_with_an_error_event(
         unanswered.join(10)
         assert unanswered.error is None and unanswered.status == 503
         assert orjson.loads(unanswered.data)["error"]["code"] == "gateway_shutting_down"
+        # The access log says how each ended: no status 0, the drain's code as the error.
+        ended = [
+            (event["stream"], event["status"], event["error"])
+            for event in map(orjson.loads, filter(None, gw.log().splitlines()))
+            if event.get("event") == "access"
+        ]
+        assert sorted(ended) == [
+            (False, 503, "gateway_shutting_down"),
+            (True, 200, "gateway_shutting_down"),
+        ], ended
     finally:
         gw.process.stop()
