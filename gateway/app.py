@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
-from gateway.config import GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
 from gateway.drain import Drain, DrainGuard
 from gateway.errors import GatewayError
 from gateway.observability import configure_logging
@@ -118,4 +118,9 @@ class FastPath:
 def app_from_env() -> ASGIApp:
     """uvicorn factory for worker processes: the config path comes from $GATEWAY_CONFIG."""
     path = os.environ.get("GATEWAY_CONFIG", "config.yaml")
-    return create_app(load_config(path), path)
+    config = load_config(path)
+    # The file may have changed since `serve` checked it: a worker refuses it as a reload does.
+    problems = workers_problems(config, int(os.environ.get("GATEWAY_WORKERS") or 1))
+    if problems:
+        raise ConfigError(problems)
+    return create_app(config, path)

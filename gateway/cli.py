@@ -73,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
         from gateway.workers import Supervisor, metrics_dir
 
         os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+        os.environ["GATEWAY_WORKERS"] = str(workers)  # a reload checks its config against it
         # Each worker writes its metrics there and /metrics adds them all up.
         with metrics_dir():
             uv = uvicorn.Config("gateway.app:app_from_env", factory=True, workers=workers,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from gateway.catalog import ModelCatalog
 from gateway.chain import build_chain, decision_stages
 from gateway.chain.auth import AuthStage
 from gateway.chain.limits import LimitStage
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
 from gateway.context import RequestContext
 from gateway.observability import Metrics, configure_logging, get_logger
 from gateway.pricing import Pricing
@@ -227,6 +228,11 @@ class Runtime:
             log, metrics = old.gateway.log, old.gateway.metrics
             try:
                 config = load_config(self.path)
+                # The workers running, not the file's count: it takes a restart to change.
+                workers = int(os.environ.get("GATEWAY_WORKERS") or 1)
+                problems = workers_problems(config, workers)
+                if problems:
+                    raise ConfigError(problems)
             except (ConfigError, OSError) as exc:
                 errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
                 for error in errors:

@@ -130,6 +130,28 @@ def test_workers_refused_with_in_memory_limits(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
+def test_a_reload_to_in_memory_limits_is_refused_with_workers(tmp_path: Path) -> None:
+    config = write(tmp_path, DEMO)
+    url, _ = serve(config, tmp_path)
+    wait_until(lambda: _RUNNING[-1].log_path.read_text().count('"started"') == 2, 20)
+    config.write_text(LIMITED.replace("requests_per_minute: 10", "requests_per_minute: 1"))
+
+    def invalid_reloads() -> float:
+        with httpx.Client(base_url=url, timeout=30) as fresh:
+            text = fresh.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            if family.name == "gateway_config_reloads":
+                return sum(s.value for s in family.samples if s.labels["result"] == "invalid")
+        return 0.0
+
+    wait_until(lambda: invalid_reloads() == 2, 20)  # each worker watched the file, refused it
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=url, timeout=30) as one_worker:  # one connection, one worker
+        statuses = [one_worker.post("/v1/chat/completions", json=body).status_code
+                    for _ in range(4)]  # fmt: skip
+    assert statuses == [200] * 4  # the old config, without the 1-a-minute limit, still serves
+
+
 def test_sigterm_to_the_supervisor_drains_every_worker(
     fake_upstream: FakeUpstream, tmp_path: Path
 ) -> None:
