@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 
@@ -60,6 +61,8 @@ async def measure(gw: Gateway, raw: bytes, n: int) -> list[float]:
 
 async def run(n: int) -> None:
     gw = Gateway(load_config("config.yaml", {}))
+    gc.collect()
+    gc.freeze()  # as the server does once it has started (gateway/app.py)
     cases = [
         # "configuration keys" in the system prompt: 12 keyword hits, not acted on at `standard`.
         ("4 KB conversation, keyword hits only", body(CLEAN), n),

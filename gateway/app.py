@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,10 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
             "started", providers=list(gw.providers), default_model=config.routing.default_model
         )
         drain.install()
+        # What start-up built lives as long as the process: keep the collector off it
+        # (the routing decision's p99 falls by about a third, bench/routing.py).
+        gc.collect()
+        gc.freeze()
         watcher = asyncio.create_task(runtime.watch()) if path else None
         if path:
             loop = asyncio.get_running_loop()
