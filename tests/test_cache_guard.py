@@ -26,7 +26,7 @@ from bench.cache_eval import (
     served,
 )
 from gateway.cache.embed import BuiltinEmbedder, cosine
-from gateway.cache.guard import Facts, conflict, facts
+from gateway.cache.guard import Facts, conflict, digits_of, facts, other_digits
 from tests import embed_server
 from tests.conftest import require
 
@@ -124,6 +124,20 @@ PARAPHRASES = [
 def test_paraphrases_pass(a: str, b: str) -> None:
     assert differ(a, b) is None
     assert differ(b, a) is None
+
+
+def test_the_digits_check_never_stops_a_pair_the_guard_lets_through() -> None:
+    """The lookup's cheap first check (other digits: a near miss) may only say what the
+    guard would: on the labelled set and the paraphrases above, never a hit lost."""
+    pairs = [(r["a"], r["b"]) for r in load_rows()] + PARAPHRASES
+    for a, b in pairs:
+        if differ(a, b) is None:
+            assert not other_digits(digits_of(a), digits_of(b)), (a, b)
+    # It catches what it is for: the same template, another number.
+    assert other_digits(digits_of("Invoice 1041: total?"), digits_of("Invoice 1042: total?"))
+    assert other_digits(digits_of("Is 2+2 4?"), digits_of("Is 2+3 5?"))
+    assert not other_digits(digits_of("15% of 200"), digits_of("fifteen percent of 200"))
+    assert not other_digits(digits_of("1,000 users"), digits_of("1000 users"))
 
 
 def test_the_same_question_never_conflicts() -> None:

@@ -1128,6 +1128,26 @@ def _counts_as_quantifier(word: str, prev: str, nxt: str) -> bool:
     return not (word in ("every", "each") and (nxt[:1].isdecimal() or _unit_spelling(nxt)))
 
 
+DIGITS = "digits"  # the entry's facts key for digits_of(question)
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_DIGIT_RUNS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def digits_of(text: str) -> str:
+    """The numbers written in digits, sorted, for `other_digits`."""
+    return " ".join(sorted(set(_DIGIT_RUNS.findall(_THOUSANDS.sub("", text)))))
+
+
+def other_digits(a: str, b: str) -> bool:
+    """Both questions write numbers in digits and neither's are among the other's: a near
+    miss whatever else they share, known without `facts` (a number may also be spelled
+    out, "3" and "three", so anything less is left to `conflict`)."""
+    if a == b or not a or not b:
+        return False
+    x, y = set(a.split()), set(b.split())
+    return not (x <= y or y <= x)
+
+
 def conflict(a: Facts, b: Facts) -> str | None:
     """The first kind of fact that differs between two questions, or None if none does."""
     if a.quoted != b.quoted:

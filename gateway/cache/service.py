@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cache.answer import Answer
 from gateway.cache.embed import BuiltinEmbedder, cosine
-from gateway.cache.guard import Facts, conflict, facts
+from gateway.cache.guard import DIGITS, Facts, conflict, digits_of, facts, other_digits
 from gateway.cache.index import Entry, Projector, band_keys, close_items
 from gateway.cache.keys import CacheKeys, cache_keys
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
@@ -176,12 +176,15 @@ class ResponseCache:
         names = close_items(await self.store.read_lists(lists), plan.simhash)[:_MAX_COMPARED]
         entries = await self.store.get_many([plan.prefix + "x:" + n for n in names])
         best: tuple[float, Entry] | None = None
+        digits = digits_of(question)
         for entry in entries:
             if entry is None or entry.vector is None:
                 continue
             similarity = cosine(plan.vector, entry.vector)
             if similarity < self.threshold or (best is not None and similarity <= best[0]):
                 continue
+            if other_digits(digits, entry.facts.get(DIGITS, "")):
+                continue  # other numbers: a near miss, known without the guard's full read
             if plan.facts is None:
                 plan.facts = facts(question)  # only when a candidate is close enough
             if conflict(plan.facts, Facts.from_json(entry.facts)) is None:
@@ -226,6 +229,7 @@ class ResponseCache:
         if plan.vector is not None:
             plan.facts = plan.facts or facts(plan.keys.question)
             facts_json = plan.facts.to_json()
+            facts_json[DIGITS] = digits_of(plan.keys.question)
         entry = Entry(answer.to_json(), plan.vector, facts_json, time.time())
         if entry.size > self.settings.max_entry_bytes:
             return
