@@ -251,6 +251,9 @@ class SemanticCacheConfig:
     threshold: float | None = None
     timeout_ms: float = 200.0  # embedding slower than this: the lookup is skipped
     bucket_size: int = 64  # newest entries kept per index bucket (bounds a lookup's work)
+    # Longer last questions are cached exactly only: embedding and the guard's read grow
+    # with the text, and long prompts are rarely asked again in other words.
+    max_question_chars: int = 2000
 
 
 @dataclass(frozen=True)
@@ -557,6 +560,7 @@ def _check_cache(config: GatewayConfig) -> list[str]:
     errors += _positive("cache.max_entry_bytes", c.max_entry_bytes)
     errors += _positive("cache.semantic.timeout_ms", c.semantic.timeout_ms)
     errors += _positive("cache.semantic.bucket_size", c.semantic.bucket_size)
+    errors += _positive("cache.semantic.max_question_chars", c.semantic.max_question_chars)
     for i, key in enumerate(config.auth.keys):
         errors += _positive(f"auth.keys[{i}].cache_ttl_seconds", key.cache_ttl_seconds)
     if c.max_temperature < 0:

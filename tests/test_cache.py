@@ -163,6 +163,20 @@ def test_paraphrase_is_a_semantic_hit(gw: GatewayProcess, fake_upstream: FakeUps
     assert upstream_calls(fake_upstream, f"({tag})") == 1
 
 
+def test_a_long_question_is_cached_exactly_only(gw: GatewayProcess):
+    """Above cache.semantic.max_question_chars (2000) the semantic layer is skipped: the
+    same pair of paraphrases hits when short and misses when long; the exact layer stays."""
+    setting = "We run a small web shop on one VPS with nginx in front of a Python app. "
+    for repeat, want in ((2, "hit-semantic"), (40, "miss")):
+        tag = uuid.uuid4().hex[:6]
+        original = setting * repeat + f"How do I reverse a list in Python? ({tag})"
+        paraphrase = setting * repeat + f"What is the way to reverse a Python list? ({tag})"
+        assert (len(original) > 2000) == (want == "miss")
+        assert status(ask(gw, KEYS["alice"], original)) == "miss"
+        wait_until(lambda q=original: status(ask(gw, KEYS["alice"], q)) == "hit-exact", "stored")
+        assert status(ask(gw, KEYS["alice"], paraphrase)) == want
+
+
 @pytest.mark.parametrize(
     ("stored", "asked"),
     [

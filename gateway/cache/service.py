@@ -151,7 +151,13 @@ class ResponseCache:
             entry = await self.store.get(plan.prefix + "x:" + keys.exact)
             if entry is not None:
                 return self._hit(ctx, entry, "hit_exact", None)
-            if keys.context and self.embedder is not None and self.settings.semantic.enabled:
+            semantic = self.settings.semantic
+            if (
+                keys.context
+                and self.embedder is not None
+                and semantic.enabled
+                and len(keys.question) <= semantic.max_question_chars
+            ):
                 if ctx.keep_local and not self.embedder.local:
                     return self._result(ctx, "miss")  # its text must not reach a cloud embedder
                 await self._semantic(ctx, plan)
