@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import endpoints
 from gateway.asgi import RequestIdMiddleware
@@ -112,12 +113,41 @@ class FastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.runtime.served.proxied.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                endpoint = self.runtime.served.proxied.get(scope["path"])
+                if endpoint is not None:
+                    await endpoint(scope, receive, send)  # it writes its own access event
+                    return
+            if scope["path"].startswith("/v1/"):
+                await self._logged(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The rest of /v1/ (model lists, unknown paths, wrong methods) gets an access
+        event too, so an operator sees failing client traffic."""
+        started, status = time.perf_counter(), 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            gw = self.runtime.gateway
+            if gw.config.logging.access_log:
+                gw.log.info(
+                    "access",
+                    request_id=scope.get("request_id"),
+                    method=scope["method"],
+                    path=scope["path"][:200],
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
 
 
 def app_from_env() -> ASGIApp:
