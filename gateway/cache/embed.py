@@ -99,6 +99,11 @@ class BuiltinEmbedder:
         return found
 
 
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity of two unit vectors: their dot product."""
+def cosine(
+    a: Sequence[float], b: Sequence[float], nonzero: Sequence[tuple[int, float]] | None = None
+) -> float:
+    """Cosine similarity of two unit vectors: their dot product (over `a`'s nonzero
+    coordinates when given)."""
+    if nonzero is not None:
+        return float(sum([x * b[i] for i, x in nonzero]))
     return float(sum(map(operator.mul, a, b)))

@@ -64,16 +64,40 @@ class Projector:
         rng = random.Random(dimensions)
         width = min(_PLANE_WIDTH, max(dimensions // 2, 1))
         self._planes = []
-        for _ in range(BITS):
+        # Per coordinate, the projections it is added to (+1.0) or subtracted from (-1.0).
+        self._members: list[list[tuple[int, float]]] = [[] for _ in range(dimensions)]
+        for bit in range(BITS):
             picks = rng.sample(range(dimensions), min(2 * width, dimensions))
             self._planes.append((_getter(picks[:width]), _getter(picks[width:])))
+            for i, pick in enumerate(picks):
+                self._members[pick].append((bit, 1.0 if i < width else -1.0))
 
-    def simhash(self, vector: Sequence[float]) -> int:
+    def simhash(
+        self, vector: Sequence[float], nonzero: Sequence[tuple[int, float]] | None = None
+    ) -> int:
+        """With `nonzero` (the vector's nonzero coordinates, from `sparse`) the same hash
+        from those alone: the built-in embedder's vectors are mostly zeros."""
         value = 0
+        if nonzero is not None:
+            sums = [0.0] * BITS
+            members = self._members
+            for index, x in nonzero:
+                for bit, sign in members[index]:
+                    sums[bit] += sign * x
+            for bit, total in enumerate(sums):
+                if total > 0.0:
+                    value |= 1 << bit
+            return value
         for bit, (plus, minus) in enumerate(self._planes):
             if sum(plus(vector)) > sum(minus(vector)):
                 value |= 1 << bit
         return value
+
+
+def sparse(vector: Sequence[float]) -> list[tuple[int, float]] | None:
+    """The nonzero coordinates, when they are few enough to be worth using."""
+    nonzero = [(i, x) for i, x in enumerate(vector) if x]
+    return nonzero if 4 * len(nonzero) < len(vector) else None
 
 
 def _getter(indexes: list[int]) -> Any:

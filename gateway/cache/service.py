@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.cache.answer import Answer
 from gateway.cache.embed import BuiltinEmbedder, cosine
 from gateway.cache.guard import DIGITS, Facts, conflict, digits_of, facts, other_digits
-from gateway.cache.index import Entry, Projector, band_keys, close_items
+from gateway.cache.index import Entry, Projector, band_keys, close_items, sparse
 from gateway.cache.keys import CacheKeys, cache_keys
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.config import GatewayConfig
@@ -177,7 +177,8 @@ class ResponseCache:
             self._failed("embed", type(exc).__name__, exc)
             return self._result(ctx, "miss")
         plan.vector = array("f", vector)
-        plan.simhash = self._projector(len(vector)).simhash(plan.vector)
+        nonzero = sparse(plan.vector)
+        plan.simhash = self._projector(len(vector)).simhash(plan.vector, nonzero)
         lists = [plan.prefix + "s:" + name for name in band_keys(plan.keys.context, plan.simhash)]
         names = close_items(await self.store.read_lists(lists), plan.simhash)[:_MAX_COMPARED]
         entries = await self.store.get_many([plan.prefix + "x:" + n for n in names])
@@ -186,7 +187,7 @@ class ResponseCache:
         for entry in entries:
             if entry is None or entry.vector is None:
                 continue
-            similarity = cosine(plan.vector, entry.vector)
+            similarity = cosine(plan.vector, entry.vector, nonzero)
             if similarity < self.threshold or (best is not None and similarity <= best[0]):
                 continue
             if other_digits(digits, entry.facts.get(DIGITS, "")):
