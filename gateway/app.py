@@ -82,10 +82,20 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
     async def not_post(request: Request) -> Response:  # FastPath answers the POSTs
         raise HTTPException(405)
 
+    def stored(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def call(request: Request) -> Response:
+            response: Response = await getattr(runtime.served.stored_responses, name)(request)
+            return response
+
+        return call
+
     routes = [
         *(Route(path, not_post, methods=["POST"]) for path in PROXIED),
         Route("/v1/models", current("list_models"), methods=["GET"]),
         Route("/v1/models/{model_id:path}", current("get_model"), methods=["GET"]),
+        Route("/v1/responses/{response_id}", stored("get"), methods=["GET"]),
+        Route("/v1/responses/{response_id}", stored("delete"), methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", stored("input_items"), methods=["GET"]),
         Route("/healthz", current("healthz"), methods=["GET"]),
         Route("/readyz", current("readyz"), methods=["GET"]),
         Route("/metrics", current("metrics"), methods=["GET"]),

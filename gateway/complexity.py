@@ -261,7 +261,7 @@ class ComplexityScorer:
         return result.score > self.threshold
 
     def score(self, endpoint: str, body: Mapping[str, Any]) -> ComplexityResult:
-        """Score a parsed request body; endpoint is "chat" or "completions"."""
+        """Score a parsed request body; endpoint is "chat", "completions" or "responses"."""
         if endpoint == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list):
@@ -287,7 +287,28 @@ class ComplexityScorer:
                     key=lambda r: r.score,
                     default=self._empty(),
                 )
+        if endpoint == "responses":
+            return self._responses(body)
         return self._empty()
+
+    def _responses(self, body: Mapping[str, Any]) -> ComplexityResult:
+        """As chat: the last user message of the input, turns, tools, a text format."""
+        items = body.get("input")
+        if isinstance(items, str):
+            items = [{"role": "user", "content": items}]
+        if not isinstance(items, list):
+            return self._empty()
+        text, user_turns = _last_user_text(items)
+        if text is None:
+            return self._empty()
+        factors = self._text_factors(text)
+        s = self.settings
+        factors["depth"] = min(max(user_turns - 1, 0) / max(s.depth_full - 1, 1), 1.0)
+        factors["tools"] = 1.0 if body.get("tools") else 0.0
+        text_format = body.get("text")
+        fmt = text_format.get("format") if isinstance(text_format, dict) else None
+        factors["structured"] = _structured(fmt)
+        return self._result(factors)
 
     def _empty(self) -> ComplexityResult:
         return ComplexityResult(0.0, dict.fromkeys(FACTORS, 0.0))
@@ -351,7 +372,7 @@ def _content_text(content: Any) -> str:
             part["text"]
             for part in content
             if isinstance(part, dict)
-            and part.get("type") == "text"
+            and part.get("type") in ("text", "input_text")  # chat's, and the Responses API's
             and isinstance(part.get("text"), str)
         ]
         return "\n".join(parts)

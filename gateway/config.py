@@ -154,10 +154,19 @@ class ProviderConfig:
     # with no entry is assumed to have all of them.
     capabilities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # POST /v1/responses: `native` forwards it to the upstream's /responses, `translate`
+    # serves it through the upstream's /chat/completions; empty: native for type openai.
+    responses: Literal["", "native", "translate"] = ""
 
     @property
     def is_local(self) -> bool:
         return self.type != "openai" if self.local is None else self.local
+
+    @property
+    def responses_mode(self) -> str:
+        if self.responses:
+            return self.responses
+        return "native" if self.type == "openai" else "translate"
 
 
 @dataclass(frozen=True)
@@ -269,6 +278,14 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class ResponsesConfig:
+    """Responses the gateway keeps for `previous_response_id` and GET /v1/responses/{id}."""
+
+    store_ttl_seconds: float = 86400.0  # a stored response is forgotten after this
+    max_items: int = 10_000  # in memory (least recently used go first); Redis: by TTL
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -285,6 +302,7 @@ class GatewayConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     complexity: ComplexityConfig = field(default_factory=ComplexityConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
 
 
 class ConfigError(Exception):
@@ -561,6 +579,8 @@ def _check_cache(config: GatewayConfig) -> list[str]:
     errors += _positive("cache.semantic.timeout_ms", c.semantic.timeout_ms)
     errors += _positive("cache.semantic.bucket_size", c.semantic.bucket_size)
     errors += _positive("cache.semantic.max_question_chars", c.semantic.max_question_chars)
+    errors += _positive("responses.store_ttl_seconds", config.responses.store_ttl_seconds)
+    errors += _positive("responses.max_items", config.responses.max_items)
     for i, key in enumerate(config.auth.keys):
         errors += _positive(f"auth.keys[{i}].cache_ttl_seconds", key.cache_ttl_seconds)
     if c.max_temperature < 0:

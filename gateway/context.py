@@ -13,13 +13,14 @@ if TYPE_CHECKING:
     from gateway.catalog import Target
     from gateway.chain.auth import Principal
     from gateway.privacy import Finding, TextRef
+    from gateway.responses.turn import Turn
     from gateway.stores import Admission
 
 
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
-    endpoint: str  # chat | completions | embeddings
+    endpoint: str  # chat | completions | embeddings | responses
     upstream_path: str  # path under the provider's base URL, e.g. /chat/completions
     headers: list[tuple[bytes, bytes]]  # the client's request headers, as received
     started: float  # perf_counter() when the request arrived
@@ -75,6 +76,7 @@ class RequestContext:
     cache_similarity: float | None = None
     cache_plan: CachePlan | None = None
     cache_answer: Answer | None = None  # a miss's complete answer, stored after the last byte
+    turn: Turn | None = None  # /v1/responses: the conversation and the response to store
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

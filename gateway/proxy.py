@@ -99,6 +99,7 @@ class ProxyEndpoint:
         self.gateway = gateway
         self.endpoint = endpoint
         self.upstream_path = upstream_path
+        self.chain = gateway.chain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gateway
@@ -110,7 +111,7 @@ class ProxyEndpoint:
         gw.active += 1
         try:
             ctx.raw_body = await read_body(scope, receive, gw.config.server.max_body_bytes)
-            for stage in gw.chain:
+            for stage in self.chain:
                 await stage(ctx)
             if ctx.cached is not None:
                 return await self.replay(ctx, ctx.cached, send)
@@ -148,7 +149,16 @@ class ProxyEndpoint:
             await self._settle(ctx)
             if ctx.cache_answer is not None and ctx.status == 200 and gw.cache is not None:
                 await gw.cache.save(ctx, ctx.cache_answer)
+            if ctx.turn is not None:
+                await self.finish_turn(ctx)
             gw.finish(ctx)
+
+    def turn_body(self, ctx: RequestContext, provider: Provider) -> bytes:
+        """The body of a /v1/responses request for `provider` (gateway/responses/endpoint.py)."""
+        raise NotImplementedError
+
+    async def finish_turn(self, ctx: RequestContext) -> None:
+        """After the last byte of a /v1/responses request: store the response."""
 
     async def _settle(self, ctx: RequestContext) -> None:
         """Tokens, lease, usage and spend; after the last byte, so the client never waits."""
@@ -194,6 +204,8 @@ class ProxyEndpoint:
         self, ctx: RequestContext, provider: Provider, last: bool
     ) -> httpx.Response | None:
         """The upstream's response, or None when it failed and another target is left."""
+        # A Responses request is built for each provider (native or translated).
+        body = ctx.upstream_body() if ctx.turn is None else self.turn_body(ctx, provider)
         breaker = provider.breaker
         if not breaker.allow():
             retry = max(int(breaker.retry_in + 0.999), 1)
@@ -206,7 +218,7 @@ class ProxyEndpoint:
             return None
         ctx.upstream_started = time.perf_counter()
         try:
-            upstream = await provider.send(ctx, ctx.upstream_body())
+            upstream = await provider.send(ctx, body)
         except GatewayError as exc:
             breaker.record(True, exc.code or "error")
             self._passed_over(ctx, provider, exc.code or "error", exc, last)

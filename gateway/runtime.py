@@ -31,6 +31,9 @@ from gateway.pricing import Pricing
 from gateway.providers import Provider
 from gateway.providers.breaker import OPEN, STATE_VALUES, CircuitBreaker
 from gateway.proxy import ProxyEndpoint, access_fields
+from gateway.responses.endpoint import ResponsesEndpoint, StoredResponses
+from gateway.responses.store import ResponseStore, build_response_store
+from gateway.responses.turn import ConversationStage
 from gateway.stores import Store, build_store
 
 
@@ -71,7 +74,24 @@ class Gateway:
             config, self.providers, self.metrics, self.pricing, self.log, store=entries
         )
         self.chain = build_chain(self.auth, self.decision_stages, self.limits, self.cache)
+        self.response_store = self._response_store(config, kept)
+        # /v1/responses: chat's chain with the conversation resolved right after parse.
+        parse, *decide = self.decision_stages
+        conversation = ConversationStage(self.response_store)
+        self.responses_chain = build_chain(
+            self.auth, [parse, conversation, *decide], self.limits, self.cache
+        )
         self.active = 0  # requests in flight on this runtime (a reload waits for them)
+
+    def _response_store(self, config: GatewayConfig, kept: Gateway | None) -> ResponseStore:
+        """Stored responses outlive a reload (kept on the same state); the new TTL applies."""
+        settings = config.responses
+        if kept is None:
+            return build_response_store(
+                self.redis, config.state.key_prefix, settings.store_ttl_seconds, settings.max_items
+            )
+        kept.response_store.configure(settings.store_ttl_seconds, settings.max_items)
+        return kept.response_store
 
     def _breaker_changed(self, provider: str) -> Callable[[str, str, str], None]:
         def changed(before: str, state: str, reason: str) -> None:
@@ -177,6 +197,7 @@ PROXIED = {
     "/v1/chat/completions": ("chat", "/chat/completions"),
     "/v1/completions": ("completions", "/completions"),
     "/v1/embeddings": ("embeddings", "/embeddings"),
+    "/v1/responses": ("responses", "/responses"),  # or /chat/completions, translated
 }
 
 
@@ -188,9 +209,12 @@ class Served:
         self.gateway: Gateway = Gateway(config, previous.gateway if previous else None)
         self.endpoints = endpoints.Endpoints(self.gateway)
         self.proxied = {
-            path: ProxyEndpoint(self.gateway, name, upstream)
+            path: (ResponsesEndpoint if name == "responses" else ProxyEndpoint)(
+                self.gateway, name, upstream
+            )
             for path, (name, upstream) in PROXIED.items()
         }
+        self.stored_responses = StoredResponses(self.gateway)
 
 
 _WATCH_SECONDS = 1.0  # how often the file is looked at

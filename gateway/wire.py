@@ -247,7 +247,27 @@ def needs_of(endpoint: str, body: dict[str, Any]) -> frozenset[str]:
             if isinstance(content, list) and any(p["type"] == "image_url" for p in content):
                 needs.add("vision")
                 break
+    elif endpoint == "responses":
+        needs |= _responses_needs(body)
     return frozenset(needs)
+
+
+def _responses_needs(body: dict[str, Any]) -> set[str]:
+    """A Responses request: a json_schema text format, images among the input parts."""
+    needs = set()
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        needs.add("json_schema")
+    items = body.get("input")
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "input_image" for p in content
+        ):
+            needs.add("vision")
+            break
+    return needs
 
 
 def pop_routing_preferences(body: dict[str, Any], providers: Any) -> dict[str, Any] | None:

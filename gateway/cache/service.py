@@ -131,7 +131,7 @@ class ResponseCache:
             return True
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-            return True
+            return ctx.endpoint != "responses" or _responses_bypass(body)
         return messages[-1].get("role") in ("tool", "function")
 
     async def lookup(self, ctx: RequestContext) -> None:
@@ -276,6 +276,17 @@ class ResponseCache:
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+def _responses_bypass(body: dict[str, Any]) -> bool:
+    """A Responses request (exact layer only; its input holds any resolved conversation):
+    as for chat, one whose last item is a tool's output is not cached."""
+    items = body.get("input")
+    if isinstance(items, str):
+        return not items
+    if not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return True
+    return items[-1].get("type") == "function_call_output"
 
 
 def _cache_control(value: bytes | None) -> frozenset[str]:

@@ -11,5 +11,5 @@ class CacheStage:
         self.cache = cache
 
     async def __call__(self, ctx: RequestContext) -> None:
-        if ctx.endpoint == "chat":
+        if ctx.endpoint == "chat" or ctx.endpoint == "responses":
             await self.cache.lookup(ctx)

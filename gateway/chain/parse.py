@@ -46,7 +46,8 @@ class ParseStage:
             self.unknown_auto and self.catalog is not None and self.catalog.resolve(name) is None
         )
         ctx.stream = body.get("stream") is True
-        if ctx.stream and ctx.endpoint != "embeddings":
+        # A Responses stream reports its usage in its last event (translated: to_chat asks).
+        if ctx.stream and ctx.endpoint != "embeddings" and ctx.endpoint != "responses":
             ask_for_stream_usage(ctx)
         if ctx.endpoint != "embeddings":
             ctx.needs = needs_of(ctx.endpoint, body)

@@ -119,7 +119,28 @@ def unread_texts(endpoint: str, body: dict[str, Any], read: list[TextRef]) -> li
         covered = frozenset(ref.at for ref in read)  # descriptions: already read
         _strings(("tools",), body.get("tools"), covered, out)
         _strings(("functions",), body.get("functions"), covered, out)
+    elif endpoint == "responses":
+        _responses_unread(body, read, out)
     return out
+
+
+_READ_ITEMS = frozenset({"message", "function_call", "function_call_output"})
+
+
+def _responses_unread(body: dict[str, Any], read: list[TextRef], out: list[TextRef]) -> None:
+    """A Responses request's other strings: the tools (names, schemas), the text format's
+    schema, a prompt's variables, and every string of an item type `texts_of` does not read
+    (reasoning summaries, hosted tools' calls a native upstream takes back)."""
+    covered = frozenset(ref.at for ref in read)
+    for key in ("tools", "text", "prompt"):
+        if body.get(key) is not None:
+            _strings((key,), body[key], covered, out)
+    items = body.get("input")
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if isinstance(item, dict):
+            kind = item.get("type", "message" if "role" in item else None)
+            if kind not in _READ_ITEMS:
+                _strings(("input", i), item, covered, out)
 
 
 def _strings(

@@ -82,16 +82,22 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
     if reasoning is not None:
         if not isinstance(reasoning, dict):
             raise _bad_type("reasoning", "an object", reasoning)
-        if reasoning.get("effort") is not None:
-            chat["reasoning_effort"] = reasoning["effort"]
+        effort = reasoning.get("effort")
+        # "none" (the Agents SDK's default for gpt-5.x) is what a model without reasoning
+        # does anyway, and servers that predate it refuse it.
+        if effort is not None and effort != "none":
+            chat["reasoning_effort"] = effort
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # usage arrives only when asked for
     return chat
 
 
-def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request's input as item dicts with ids, as `GET .../input_items` lists them."""
+def input_items(body: dict[str, Any], lenient: bool = False) -> list[dict[str, Any]]:
+    """The request's input as item dicts with ids, as `GET .../input_items` lists them.
+
+    `lenient` (a native upstream takes what the translation cannot): item types and parts
+    the translation refuses are kept as sent instead of refused; shapes are still checked."""
     value = body.get("input")
     if value is None:
         return []
@@ -101,13 +107,23 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise _bad_type("input", "a string or an array of input items", value)
     items = []
     for i, item in enumerate(value):
-        normal = _item(item, f"input[{i}]")
+        normal = _item(item, f"input[{i}]", lenient)
         if normal is not None:
             items.append(normal)
     return items
 
 
-def _item(item: Any, where: str) -> dict[str, Any] | None:
+def input_list(body: dict[str, Any]) -> list[Any]:
+    """The request's input as sent, as a list (a string is one user message)."""
+    value = body.get("input")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return list(value) if isinstance(value, list) else []
+
+
+def _item(item: Any, where: str, lenient: bool = False) -> dict[str, Any] | None:
     """One input item, checked and normalized; None for one that is dropped."""
     if not isinstance(item, dict):
         raise _bad_type(where, "an object", item)
@@ -120,7 +136,7 @@ def _item(item: Any, where: str) -> dict[str, Any] | None:
         if role == "assistant":
             parts = _output_parts(content, f"{where}.content")
         else:
-            parts = _input_parts(content, f"{where}.content")
+            parts = _input_parts(content, f"{where}.content", lenient)
         return _message(role, parts, item.get("id"))
     if kind == "function_call":
         call_id, name = _text(item, "call_id", where), _text(item, "name", where)
@@ -137,7 +153,9 @@ def _item(item: Any, where: str) -> dict[str, Any] | None:
         call_id = _text(item, "call_id", where)
         output = item.get("output")
         if isinstance(output, list):
-            output = [_tool_output_part(p, f"{where}.output[{j}]") for j, p in enumerate(output)]
+            output = [
+                _tool_output_part(p, f"{where}.output[{j}]", lenient) for j, p in enumerate(output)
+            ]
         elif not isinstance(output, str):
             raise _bad_type(f"{where}.output", "a string or an array of content parts", output)
         return {
@@ -147,10 +165,12 @@ def _item(item: Any, where: str) -> dict[str, Any] | None:
             "call_id": call_id,
             "output": output,
         }
-    if kind == "reasoning":
-        return None  # a chat upstream cannot take it back; the answer does not depend on it
     if not isinstance(kind, str):
         raise _bad_type(f"{where}.type", "a string", kind)
+    if lenient:
+        return dict(item)  # a native upstream's business (reasoning, hosted tool calls, ...)
+    if kind == "reasoning":
+        return None  # a chat upstream cannot take it back; the answer does not depend on it
     raise _unsupported(f"{where}.type", f"Input items of type {kind[:64]!r} are not supported")
 
 
@@ -165,7 +185,7 @@ def _message(role: str, content: list[dict[str, Any]], given_id: Any) -> dict[st
     }
 
 
-def _input_parts(content: Any, where: str) -> list[dict[str, Any]]:
+def _input_parts(content: Any, where: str, lenient: bool = False) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "input_text", "text": content}]
     if not isinstance(content, list):
@@ -177,8 +197,11 @@ def _input_parts(content: Any, where: str) -> list[dict[str, Any]]:
         if kind == "input_text":
             parts.append({"type": "input_text", "text": _text(part, "text", at)})
         elif kind == "input_image":
-            parts.append(_image(part, at))
+            parts.append(dict(part) if lenient else _image(part, at))
         elif kind in _UNSUPPORTED_PARTS:
+            if lenient:
+                parts.append(dict(part))
+                continue
             raise _unsupported(f"{at}.type", f"Content parts of type {kind!r} are not supported")
         else:
             raise _bad_value(f"{at}.type", kind, ("input_text", "input_image"))
@@ -205,11 +228,13 @@ def _output_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _tool_output_part(part: Any, where: str) -> dict[str, Any]:
+def _tool_output_part(part: Any, where: str, lenient: bool = False) -> dict[str, Any]:
     kind = _part_type(part, where)
     if kind == "input_text":
         return {"type": "input_text", "text": _text(part, "text", where)}
     if kind in ("input_image", "input_file"):  # a chat tool message carries text only
+        if lenient:
+            return dict(part)
         raise _unsupported(f"{where}.type", f"Tool outputs of type {kind!r} are not supported")
     raise _bad_value(f"{where}.type", kind, ("input_text",))
 
