@@ -29,6 +29,12 @@ wins). "Content chunks" are a stream's events after its role chunk.
     content       the reply's text
     arguments     the tool call's arguments, when the request has tools
 
+`/v1/responses` is the Responses API as OpenAI serves it (non-streamed, and the typed event
+stream with sequence numbers, no [DONE]), with the same options and the same script as chat:
+a function tool in the request gets a function_call, a last `function_call_output` item gets
+"Tool said: <output>", else "Fake reply to: <last user text>". It is stateless: a request with
+`previous_response_id` gets 404 `previous_response_not_found`.
+
 See docs/BENCHMARKS.md and the tests (test_streaming, test_faults, test_soak) for uses.
 """
 
@@ -318,6 +324,7 @@ class FakeUpstream:
             "/v1/chat/completions": self._chat,
             "/v1/completions": self._completions,
             "/v1/embeddings": self._embeddings,
+            "/v1/responses": self._responses,
         }.get(path)
         if handler is None:
             await respond(send, 404, error_envelope(404, f"no route {method} {path}"))
@@ -457,6 +464,144 @@ class FakeUpstream:
             tail.append({**base, "choices": [], "usage": usage})
         await self._stream(receive, send, opts, head, pieces, tail)
 
+    async def _responses(
+        self, body: dict[str, Any], opts: Options, receive: Receive, send: Send
+    ) -> None:
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            error = {
+                "message": f"Previous response with id '{previous}' not found.",
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }
+            await respond(send, 404, dumps({"error": error}))
+            return
+        items = body.get("input")
+        if isinstance(items, str):
+            items = [{"type": "message", "role": "user", "content": items}]
+        if not isinstance(items, list) or not items:
+            await respond(send, 400, error_envelope(400, "input must be a string or a list"))
+            return
+        last = items[-1] if isinstance(items[-1], dict) else {}
+        tools = [t for t in body.get("tools") or () if isinstance(t, dict)]
+        functions = [t for t in tools if t.get("type") == "function"]
+        call: dict[str, Any] | None = None
+        if last.get("type") == "function_call_output":
+            text = "Tool said: " + content_text(last.get("output"))
+        elif functions:
+            tool = functions[0]
+            arguments = opts.arguments
+            if arguments is None:
+                arguments = tool_arguments({"function": tool})
+            call = {"name": tool.get("name") or "tool", "arguments": arguments}
+            text = ""
+        else:
+            user = next(
+                (i for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"),
+                {},
+            )
+            text = "Fake reply to: " + content_text(user.get("content"))[:200]
+        if opts.content is not None and call is None:
+            text = opts.content
+        if opts.seed is not None and call is None:
+            text = seeded_text(opts.seed, opts.size)
+        texts = [body.get("instructions")]
+        for item in items:
+            if isinstance(item, dict):
+                texts += [item.get("content"), item.get("output"), item.get("arguments")]
+        input_tokens = sum(word_count(t) for t in texts)
+        output_tokens = word_count(call["arguments"] if call else text)
+        response_id = self._next_id("resp")
+        message_id, call_item_id = f"msg_{response_id}", f"fc_{response_id}"
+        response: dict[str, Any] = {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": str(body.get("model") or "fake-model"),
+            "output": [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": None,
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": tools,
+            "top_p": body.get("top_p", 1.0),
+            "usage": None,
+            "metadata": body.get("metadata") or {},
+        }
+        usage = {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        }
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+        message = {"id": message_id, "type": "message", "role": "assistant",
+                   "status": "completed", "content": [part]}  # fmt: skip
+        item = message
+        if call is not None:
+            item = {"id": call_item_id, "type": "function_call", "status": "completed",
+                    "call_id": "call_fake_1", **call}  # fmt: skip
+        done = {**response, "status": "completed", "output": [item], "usage": usage}
+        if not body.get("stream"):
+            await self._non_stream(send, opts, done)
+            return
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": response}),
+            ("response.in_progress", {"response": response}),
+        ]
+        where = {"item_id": item["id"], "output_index": 0}
+        if call is None:
+            events += [
+                ("response.output_item.added",
+                 {"output_index": 0, "item": {**message, "status": "in_progress", "content": []}}),
+                ("response.content_part.added",
+                 {**where, "content_index": 0, "part": {**part, "text": ""}}),
+            ]  # fmt: skip
+            pieces = [
+                ("response.output_text.delta",
+                 {**where, "content_index": 0, "delta": piece, "logprobs": []})
+                for piece in split_pieces(text, opts.chunks)
+            ]  # fmt: skip
+            tail = [
+                ("response.output_text.done",
+                 {**where, "content_index": 0, "text": text, "logprobs": []}),
+                ("response.content_part.done", {**where, "content_index": 0, "part": part}),
+            ]  # fmt: skip
+        else:
+            events.append(
+                ("response.output_item.added",
+                 {"output_index": 0, "item": {**item, "status": "in_progress", "arguments": ""}})
+            )  # fmt: skip
+            pieces = [
+                ("response.function_call_arguments.delta", {**where, "delta": piece})
+                for piece in split_pieces(call["arguments"], opts.chunks)
+            ]
+            tail = [
+                ("response.function_call_arguments.done",
+                 {**where, "name": call["name"], "arguments": call["arguments"]}),
+            ]  # fmt: skip
+        tail += [
+            ("response.output_item.done", {"output_index": 0, "item": item}),
+            ("response.completed", {"response": done}),
+        ]
+        numbered = [
+            (kind, {"type": kind, "sequence_number": n, **fields})
+            for n, (kind, fields) in enumerate([*events, *pieces, *tail])
+        ]
+        sse = [b"event: " + k.encode() + b"\ndata: " + dumps(e) + b"\n\n" for k, e in numbered]
+        if opts.garbage:
+            sse = [b"event: x\ndata: {not json, event %d}\n\n" % i for i in range(len(sse))]
+        await self._send_events(receive, send, opts, sse, len(events))
+
     async def _completions(
         self, body: dict[str, Any], opts: Options, receive: Receive, send: Send
     ) -> None:
@@ -570,8 +715,14 @@ class FakeUpstream:
             digest = hashlib.sha256(b"".join(events)).hexdigest().encode()
             events.append(b": sha256=" + digest + b"\n\n")
         events.append(DONE_EVENT)
-        fail_at = len(head) + opts.fail_after if opts.fail_after is not None else -1
-        stall_at = len(head) + opts.stall_after if opts.stall_after is not None else -1
+        await self._send_events(receive, send, opts, events, len(head))
+
+    async def _send_events(
+        self, receive: Receive, send: Send, opts: Options, events: list[bytes], head: int
+    ) -> None:
+        """Send SSE events with the options' faults; `head` events precede the content."""
+        fail_at = head + opts.fail_after if opts.fail_after is not None else -1
+        stall_at = head + opts.stall_after if opts.stall_after is not None else -1
         interval = opts.interval_ms / 1000
         disconnected = asyncio.ensure_future(wait_disconnect(receive))
         self.stats.open_streams += 1
@@ -585,7 +736,7 @@ class FakeUpstream:
                 if index == stall_at:
                     await asyncio.wait((disconnected,), timeout=opts.stall_ms / 1000)
                 # the interval separates content chunks: the first one follows the role chunk
-                if index > len(head) and interval > 0:
+                if index > head and interval > 0:
                     await asyncio.wait((disconnected,), timeout=interval)
                 if disconnected.done():
                     outcome = "cancelled"
