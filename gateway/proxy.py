@@ -149,16 +149,11 @@ class ProxyEndpoint:
             await self._settle(ctx)
             if ctx.cache_answer is not None and ctx.status == 200 and gw.cache is not None:
                 await gw.cache.save(ctx, ctx.cache_answer)
-            if ctx.turn is not None:
-                await self.finish_turn(ctx)
             gw.finish(ctx)
 
     def turn_body(self, ctx: RequestContext, provider: Provider) -> bytes:
         """The body of a /v1/responses request for `provider` (gateway/responses/endpoint.py)."""
         raise NotImplementedError
-
-    async def finish_turn(self, ctx: RequestContext) -> None:
-        """After the last byte of a /v1/responses request: store the response."""
 
     async def _settle(self, ctx: RequestContext) -> None:
         """Tokens, lease, usage and spend; after the last byte, so the client never waits."""

@@ -5,7 +5,8 @@ attempt builds its body for its provider (`responses: native | translate`): a na
 gets the Responses body on `/responses` and its bytes are passed on; a translated one gets
 `to_chat`'s body on `/chat/completions`, and its answer is mapped back (`from_chat`,
 `ResponseStream`). So a fallback may cross modes. After the last byte the response is
-stored for `previous_response_id` and GET, unless the request said `store: false`.
+stored for `previous_response_id` and GET (unless the request said `store: false`), before
+its last bytes leave: a client's next turn may follow at once.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class ResponsesEndpoint(ProxyEndpoint):
         self._price(ctx)
         headers = self._response_headers(ctx, upstream, b"application/json")
         headers[0] = (b"content-type", b"application/json")
+        await self.store_turn(turn)
         ctx.status = upstream.status_code
         ctx.first_byte_at = time.perf_counter()
         await send_response(send, upstream.status_code, body, headers)
@@ -138,6 +140,8 @@ class ResponsesEndpoint(ProxyEndpoint):
                 if events.garbage:
                     failure = self._garbage(provider, "sent a stream event that is not JSON")
                     break
+                if events.ended:
+                    await self._store_native(ctx, events)
                 if out:
                     if ctx.first_byte_at is None:
                         ctx.first_byte_at = time.perf_counter()
@@ -146,6 +150,8 @@ class ResponsesEndpoint(ProxyEndpoint):
                     break
             if failure is None and not events.ended:
                 rest = events.feed(events.flush() + b"\n\n")
+                if events.ended:
+                    await self._store_native(ctx, events)
                 if rest:
                     await send({"type": "http.response.body", "body": rest, "more_body": True})
         except httpx.HTTPError as exc:
@@ -165,10 +171,15 @@ class ResponsesEndpoint(ProxyEndpoint):
         if response is not None and response.get("status") == "failed" and failure is None:
             ctx.error_code = "upstream_error"
         if response is not None and "id" in response:
-            turn.response = response
             ctx.usage = chat_usage(response.get("usage"))
             if ctx.cache_plan is not None and failure is None:
                 ctx.cache_answer = answer_from_response(response)
+
+    async def _store_native(self, ctx: RequestContext, events: NativeStream) -> None:
+        turn = _turn(ctx)
+        if turn.response is None and events.response is not None and "id" in events.response:
+            turn.response = events.response
+            await self.store_turn(turn)
 
     async def _translated_stream(
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
@@ -189,19 +200,20 @@ class ResponsesEndpoint(ProxyEndpoint):
                 if restoring is not None:
                     chunk = restoring.feed(chunk)
                 out = events.feed(chunk) if chunk else b""
+                if events.finished:
+                    tail = out  # the last event waits until the response is stored
+                    break
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-                if events.finished:
-                    break
             if restoring is not None and not events.finished:
                 tail = events.feed(restoring.flush())
             tail += events.close()
         except httpx.HTTPError as exc:
             failure = self._upstream_failed(provider, exc)
             tail = events.fail(f"{failure.message}")
+        response = turn.response = events.response
+        await self.store_turn(turn)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-        response = events.response
-        turn.response = response
         ctx.usage = events.usage if isinstance(events.usage, dict) else None
         if response is not None and response.get("status") == "failed":
             ctx.error_code = ctx.error_code or "upstream_error"  # the breaker counts it
@@ -232,14 +244,15 @@ class ResponsesEndpoint(ProxyEndpoint):
             turn.response = from_chat(chat, turn.request, turn.response_id, turn.created_at)
             body = orjson.dumps(turn.response)
             headers = gateway_headers(ctx, b"application/json")
+        await self.store_turn(turn)
         await send_response(send, 200, body, headers)
 
     # ----------------------------------------------------------------- storing
 
-    async def finish_turn(self, ctx: RequestContext) -> None:
-        turn = _turn(ctx)
+    async def store_turn(self, turn: Turn) -> None:
+        """Keep a completed (or incomplete) response for the next turn and for GET."""
         response = turn.response
-        if not turn.store or ctx.status != 200 or response is None:
+        if not turn.store or response is None:
             return
         response_id = response.get("id")
         if not isinstance(response_id, str) or response.get("status") not in _STORED_STATUSES:
