@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from bench.procs import free_port
+from tests import llm_server
 from tests.conftest import (
     UPSTREAM_KEY,
     FakeUpstream,
@@ -523,3 +524,58 @@ def test_stored_in_redis_across_replicas(
         keys = redis.Redis.from_url(redis_url).keys(f"{prefix}*")
         if keys:
             redis.Redis.from_url(redis_url).delete(*keys)
+
+
+# --------------------------------------------------------------------------- local model
+
+
+@pytest.fixture(scope="module")
+def local_gw(local_llm: str, workdir: Path) -> Iterator[GatewayProcess]:
+    gateway = start_gateway(
+        f"""
+        providers:
+          ollama:
+            type: ollama
+            base_url: {local_llm}
+            models: ["{llm_server.MODEL_ID}"]
+            timeouts: {{connect: 2, read: 120}}
+        aliases: {{local: "ollama:{llm_server.MODEL_ID}"}}
+        routing: {{default_model: local}}
+        """,
+        workdir,
+    )
+    yield gateway
+    gateway.process.stop()
+
+
+def test_local_model_turn(local_gw: GatewayProcess) -> None:
+    with openai.OpenAI(base_url=local_gw.base_url, api_key="unused", max_retries=0) as client:
+        raw = client.responses.with_raw_response.create(
+            model="local", input="Name a colour.", max_output_tokens=8
+        )
+        assert raw.headers["x-gateway-provider"] == "ollama"
+        response = raw.parse()
+        assert response.model == llm_server.MODEL_ID
+        assert response.status in ("completed", "incomplete")  # a base model rarely stops
+        if response.status == "incomplete":
+            assert response.incomplete_details.reason == "max_output_tokens"
+        assert response.output_text
+        assert response.usage is not None and 0 < response.usage.output_tokens <= 8
+        follow = client.responses.create(
+            model="local", input="Another?", previous_response_id=response.id, max_output_tokens=8
+        )
+        assert follow.previous_response_id == response.id and follow.output_text
+
+
+def test_local_model_stream(local_gw: GatewayProcess) -> None:
+    with (
+        openai.OpenAI(base_url=local_gw.base_url, api_key="unused", max_retries=0) as client,
+        client.responses.stream(model="local", input="Name a colour.", max_output_tokens=8) as s,
+    ):
+        events = list(s)
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    final = events[-1].response  # get_final_response() takes only a completed one
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text and text == final.output_text
+    assert final.usage is None  # llama-cpp-python streams no usage, even when asked

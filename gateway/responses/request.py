@@ -3,10 +3,12 @@
 Translated: `instructions`, `input` (a string, or `message`, `function_call` and
 `function_call_output` items; `input_text`, `input_image` by URL and `output_text` parts),
 function `tools`, `tool_choice`, `parallel_tool_calls`, `max_output_tokens`, `temperature`,
-`top_p`, `text.format` (`json_object`, `json_schema`), `reasoning.effort`, `user`, `stream`.
+`top_p`, `text.format` (`json_object`, `json_schema`), `reasoning.effort` (not "none"), `user`,
+`stream`; and chat's `stop`, `seed`, `frequency_penalty`, `presence_penalty` when given.
 Refused with a 400 naming the path: other tool types and tool choices, `input_file` and
 `input_audio` parts, images by `file_id`, other item types, `background`, `prompt`,
-`conversation`. Dropped: `reasoning` items (chat has no place for them); `metadata`, `store`
+`conversation`. Dropped: `reasoning` items (chat has no place for them), `reasoning.effort: "none"` (what a
+model without reasoning does anyway, and servers that predate it refuse it); `metadata`, `store`
 and `previous_response_id` are the gateway's; `include`, `truncation`, `service_tier`,
 `text.verbosity` and the like have no chat equivalent a local server takes.
 """
@@ -70,6 +72,12 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
         ("temperature", "temperature"),
         ("top_p", "top_p"),
         ("user", "user"),
+        # Chat's own sampling fields, which the Responses API lacks: a client may add them
+        # (the Agents SDK's ModelSettings.extra_body) for a chat server that needs them.
+        ("stop", "stop"),
+        ("seed", "seed"),
+        ("frequency_penalty", "frequency_penalty"),
+        ("presence_penalty", "presence_penalty"),
     ):
         if body.get(field) is not None:
             chat[chat_field] = body[field]
