@@ -7,10 +7,12 @@ function `tools`, `tool_choice`, `parallel_tool_calls`, `max_output_tokens`, `te
 `stream`; and chat's `stop`, `seed`, `frequency_penalty`, `presence_penalty` when given.
 Refused with a 400 naming the path: other tool types and tool choices, `input_file` and
 `input_audio` parts, images by `file_id`, other item types, `background`, `prompt`,
-`conversation`. Dropped: `reasoning` items (chat has no place for them), `reasoning.effort: "none"` (what a
-model without reasoning does anyway, and servers that predate it refuse it); `metadata`, `store`
-and `previous_response_id` are the gateway's; `include`, `truncation`, `service_tier`,
-`text.verbosity` and the like have no chat equivalent a local server takes.
+`conversation`. Dropped: `reasoning` items (chat has no place for them), effort "none" (what
+a model without reasoning does anyway, and servers that predate it refuse it); `metadata`,
+`store` and `previous_response_id` are the gateway's (resolved before this runs); `include`,
+`truncation`, `service_tier`, `text.verbosity` and the like have no chat equivalent a local
+server takes. `input_items(body, lenient=True)` checks the same shapes but keeps what only a
+native upstream takes, as sent.
 """
 
 from __future__ import annotations
