@@ -579,3 +579,63 @@ def test_local_model_stream(local_gw: GatewayProcess) -> None:
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text and text == final.output_text
     assert final.usage is None  # llama-cpp-python streams no usage, even when asked
+
+
+# --------------------------------------------------------------------------- redaction
+
+EMAIL = "maria.garcia@northwind-example.com"
+
+
+@pytest.fixture(scope="module")
+def redact_gw(fake_upstream: FakeUpstream, workdir: Path) -> Iterator[GatewayProcess]:
+    extra = "privacy: {local_model: demo, actions: {pii: redact, keyword: allow}}"
+    gateway = start_gateway(config(fake_upstream, extra), workdir)
+    yield gateway
+    gateway.process.stop()
+
+
+@pytest.mark.parametrize("chunks", ["1", "7", "300"])
+def test_redacted_values_are_restored(
+    redact_gw: GatewayProcess, fake_upstream: FakeUpstream, mode: str, chunks: str
+) -> None:
+    """The cloud sees placeholders; the client sees its values, even where a stream's
+    deltas cut a placeholder in pieces (300 chunks: a few characters each)."""
+    text = f"Write to {EMAIL} today."
+    with openai.OpenAI(base_url=redact_gw.base_url, api_key=KEY_1, max_retries=0) as client:
+        headers = {"x-fake-chunks": chunks}
+        fake_upstream.clear()
+        raw = client.responses.with_raw_response.create(
+            model=MODELS[mode], input=text, extra_headers=headers
+        )
+        assert raw.headers["x-gateway-provider"] == mode
+        assert raw.parse().output_text == f"Fake reply to: {text}"
+        with client.responses.stream(model=MODELS[mode], input=text, extra_headers=headers) as s:
+            events = list(s)
+            final = s.get_final_response()
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas == final.output_text == f"Fake reply to: {text}"
+        (done,) = [e for e in events if e.type == "response.output_text.done"]
+        assert done.text == final.output_text
+        numbers = [e.sequence_number for e in events]
+        assert numbers == list(range(len(events)))
+        sent = upstream_bodies(fake_upstream, UPSTREAM_PATH[mode])
+        assert len(sent) == 2 and EMAIL not in str(sent) and "[EMAIL_1]" in str(sent)
+
+
+def test_redacted_tool_arguments_are_restored(
+    redact_gw: GatewayProcess, fake_upstream: FakeUpstream, mode: str
+) -> None:
+    arguments = f'{{"to": "{EMAIL}"}}'
+    with openai.OpenAI(base_url=redact_gw.base_url, api_key=KEY_1, max_retries=0) as client:
+        # The fake calls the tool with these arguments: it sends back what it was given.
+        headers = {"x-fake-arguments": '{"to": "[EMAIL_1]"}', "x-fake-chunks": "40"}
+        kwargs: dict[str, Any] = {"model": MODELS[mode], "tools": [WEATHER],
+                                  "input": f"Mail {EMAIL}", "extra_headers": headers}  # fmt: skip
+        (call,) = client.responses.create(**kwargs).output
+        assert call.arguments == arguments
+        with client.responses.stream(**kwargs) as s:
+            events = list(s)
+            (call,) = s.get_final_response().output
+        assert call.arguments == arguments
+        deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+        assert "".join(deltas) == arguments
