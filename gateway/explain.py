@@ -18,6 +18,7 @@ ENDPOINTS = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    "responses": "/responses",  # its previous_response_id is not resolved here
 }
 
 

@@ -39,6 +39,7 @@ from gateway.wire import (
 )
 
 if TYPE_CHECKING:
+    from gateway.chain import Stage
     from gateway.providers import Provider
     from gateway.runtime import Gateway
 
@@ -99,7 +100,7 @@ class ProxyEndpoint:
         self.gateway = gateway
         self.endpoint = endpoint
         self.upstream_path = upstream_path
-        self.chain = gateway.chain
+        self.chain: list[Stage] = gateway.chain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gateway

@@ -21,7 +21,7 @@ from typing import Any
 from gateway import endpoints
 from gateway.cache.service import ResponseCache, build_cache
 from gateway.catalog import ModelCatalog
-from gateway.chain import build_chain, decision_stages
+from gateway.chain import Stage, build_chain, decision_stages
 from gateway.chain.auth import AuthStage
 from gateway.chain.limits import LimitStage
 from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
@@ -73,12 +73,14 @@ class Gateway:
         self.cache: ResponseCache | None = build_cache(
             config, self.providers, self.metrics, self.pricing, self.log, store=entries
         )
-        self.chain = build_chain(self.auth, self.decision_stages, self.limits, self.cache)
-        self.response_store = self._response_store(config, kept)
+        self.chain: list[Stage] = build_chain(
+            self.auth, self.decision_stages, self.limits, self.cache
+        )
+        self.response_store: ResponseStore = self._response_store(config, kept)
         # /v1/responses: chat's chain with the conversation resolved right after parse.
         parse, *decide = self.decision_stages
         conversation = ConversationStage(self.response_store)
-        self.responses_chain = build_chain(
+        self.responses_chain: list[Stage] = build_chain(
             self.auth, [parse, conversation, *decide], self.limits, self.cache
         )
         self.active = 0  # requests in flight on this runtime (a reload waits for them)

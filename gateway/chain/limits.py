@@ -156,7 +156,10 @@ class LimitStage:
 
     def estimate_usage(self, ctx: RequestContext) -> dict[str, int]:
         body = ctx.body
-        completion = body.get("max_completion_tokens") or body.get("max_tokens")
+        if ctx.endpoint == "responses":
+            completion = body.get("max_output_tokens")
+        else:
+            completion = body.get("max_completion_tokens") or body.get("max_tokens")
         if ctx.endpoint == "embeddings":
             completion = 0
         elif not isinstance(completion, int) or isinstance(completion, bool) or completion < 0:

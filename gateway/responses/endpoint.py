@@ -36,7 +36,7 @@ from gateway.responses.request import to_chat
 from gateway.responses.response import from_chat
 from gateway.responses.store import ResponseStore, StoreUnavailable, encode
 from gateway.responses.stream import ResponseStream
-from gateway.responses.turn import Turn, read_record, tenant_of
+from gateway.responses.turn import Turn, read_record
 from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
 
@@ -353,4 +353,4 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-__all__ = ["ResponsesEndpoint", "StoredResponses", "tenant_of"]
+__all__ = ["ResponsesEndpoint", "StoredResponses"]

@@ -11,7 +11,7 @@ not hold for this tenant is a 404, whoever else holds it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.context import RequestContext
@@ -35,8 +35,6 @@ class Turn:
     previous_id: str | None = None
     mode: str = ""  # native | translate: of the provider being tried
     response: dict[str, Any] | None = None  # the final response object, once known
-    output_started: bool = False  # bytes of the answer reached the client
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tenant_of(ctx: RequestContext) -> str:
