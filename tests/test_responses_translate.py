@@ -747,3 +747,39 @@ def test_stream_close_at_the_end_of_the_body() -> None:
     failed = check_events(events)[-1]
     assert failed.type == "response.failed" and "without [DONE]" in failed.response.error.message
     assert [o.status for o in failed.response.output] == ["completed", "completed"]
+
+
+def test_native_stream_restores_placeholders_and_renumbers() -> None:
+    """A native stream with redacted values: a placeholder cut across deltas is restored,
+    and a tail held back at the end (it looked like a placeholder's start) goes out as one
+    more delta before `.done`, the events after it renumbered."""
+    from gateway.responses.native import NativeStream
+
+    email = "ada@example.com"
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    full = "Mail [EMAIL_1] or [EM"
+    events: list[dict[str, Any]] = [
+        {"type": "response.output_text.delta", **where, "delta": "Mail [EMA", "logprobs": []},
+        {"type": "response.output_text.delta", **where, "delta": "IL_1] or [EM", "logprobs": []},
+        {"type": "response.output_text.done", **where, "text": full, "logprobs": []},
+        {
+            "type": "response.content_part.done",
+            **where,
+            "part": {"type": "output_text", "text": full, "annotations": []},
+        },
+    ]
+    raw = b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps({**e, "sequence_number": i})
+        + b"\n\n"
+        for i, e in enumerate(events)
+    )  # fmt: skip
+    stream = NativeStream(None, {"[EMAIL_1]": email})
+    out = b"".join(stream.feed(raw[i : i + 7]) for i in range(0, len(raw), 7))
+    parsed = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+    for event in parsed:
+        EVENT.validate_python(event)
+    deltas = [e["delta"] for e in parsed if e["type"] == "response.output_text.delta"]
+    restored = f"Mail {email} or [EM"
+    assert "".join(deltas) == restored and deltas[-1] == "[EM"
+    assert [e["sequence_number"] for e in parsed] == list(range(5))
+    assert parsed[3]["text"] == restored and parsed[4]["part"]["text"] == restored

@@ -205,6 +205,8 @@ class NativeStream(EventBuffer):
                     if k in data:
                         added[k] = data[k]
                 added["delta"] = tail
+                if field == "text":
+                    added["logprobs"] = []  # required on a text delta
                 added["sequence_number"] = data["sequence_number"] + self._offset
                 self._offset += 1
                 extra = b"event: " + delta_kind.encode() + b"\ndata: " + orjson.dumps(added)
