@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import endpoints
+from gateway.admin import Admin
 from gateway.asgi import RequestIdMiddleware
 from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
 from gateway.drain import Drain, DrainGuard
@@ -33,6 +34,7 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
     """The app; with `path`, the config file is watched and reloaded (and on SIGHUP)."""
     configure_logging(config.logging)
     runtime = Runtime(config, path)
+    admin = Admin(runtime)  # the console and its JSON
     server = config.server  # the drain's settings are read once, at start
     drain = Drain(server.drain_delay_seconds, server.drain_seconds, runtime.gateway.log)
 
@@ -103,6 +105,11 @@ def create_app(config: GatewayConfig, path: str | None = None) -> ASGIApp:
         Route("/admin/cache", current("admin_cache_purge"), methods=["DELETE"]),
         Route("/admin/reload", reload, methods=["POST"]),
         Route("/gateway/explain", current("explain"), methods=["POST"]),
+        Route("/admin/overview", admin.overview, methods=["GET"]),
+        Route("/admin/decisions", admin.decisions, methods=["GET"]),
+        Route("/admin/config", admin.config, methods=["GET"]),
+        Route("/console", admin.console, methods=["GET"]),
+        Route("/console/{name}", admin.console, methods=["GET"]),
     ]  # fmt: skip
     handlers: dict[Any, Any] = {
         HTTPException: endpoints.http_exception,

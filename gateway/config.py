@@ -18,7 +18,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SECRET_KEYS = frozenset({"api_key", "api_keys", "admin_keys", "redis_url"})
+SECRET_KEYS = frozenset({"api_key", "api_keys", "admin_keys", "redis_url", "sha256"})
+# Header values under these names (a provider's `headers:`) are credentials too.
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -741,12 +743,19 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
                 return [_mask(v) for v in value]
             return _mask(str(value))
         if isinstance(value, dict):
+            if key == "headers":
+                return {k: _mask(v) if _SECRET_HEADER.search(k) else v for k, v in value.items()}
             return {k: mask(k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [mask("", v) for v in value]
+        if isinstance(value, str) and _URL_CREDENTIALS.match(value):
+            return _mask(value)  # any URL with a user or password in it (a base_url too)
         return value
 
     return mask("", dataclasses.asdict(config))  # type: ignore[no-any-return]
+
+
+_URL_CREDENTIALS = re.compile(r"^\w+://[^/@\s]*@")
 
 
 def _mask(secret: str) -> str:

@@ -119,8 +119,12 @@ class Endpoints:
 
     async def admin_usage(self, request: Request) -> Response:
         """This month's requests, tokens, spend and budget left, per key and per team."""
+        self.gw.auth.authenticate_admin(*credentials(request))
+        return json_response(await self.usage_report())
+
+    async def usage_report(self) -> dict[str, Any]:
+        """GET /admin/usage's body (the console's overview shows it too)."""
         auth = self.gw.auth
-        auth.authenticate_admin(*credentials(request))
         config = self.gw.config
         keys = auth.principals() if auth.enabled else [auth.anonymous]
         teams = sorted({k.team for k in keys if k.team} | set(config.teams))
@@ -132,20 +136,18 @@ class Endpoints:
             self.gw.metrics.redis_errors.labels("usage").inc()
             raise StateUnavailable(f"Usage is kept in Redis, which is unreachable: {exc}") from None
         team_budgets = {t: config.teams[t].monthly_budget_usd for t in config.teams}
-        return json_response(
-            {
-                "object": "usage",
-                "month": month,
-                "keys": [
-                    {"name": k.name, "tier": k.tier, "team": k.team or None}
-                    | usage_row(rows[f"key:{k.name}"], k.monthly_budget_usd)
-                    for k in keys
-                ],
-                "teams": [
-                    {"name": t} | usage_row(rows[f"team:{t}"], team_budgets.get(t)) for t in teams
-                ],
-            }
-        )
+        return {
+            "object": "usage",
+            "month": month,
+            "keys": [
+                {"name": k.name, "tier": k.tier, "team": k.team or None}
+                | usage_row(rows[f"key:{k.name}"], k.monthly_budget_usd)
+                for k in keys
+            ],
+            "teams": [
+                {"name": t} | usage_row(rows[f"team:{t}"], team_budgets.get(t)) for t in teams
+            ],
+        }
 
     async def admin_cache_purge(self, request: Request) -> Response:
         """DELETE /admin/cache[?key=NAME|team=NAME|shared=true]: purge one tenant, or all."""
@@ -255,6 +257,7 @@ class Endpoints:
                     # gateway still answers, so one Redis outage must not fail every pod.
                     ready = ready and self.gw.config.state.on_redis_error != "deny"
             report["status"] = "ready" if ready else "unavailable"
+            self.gw.metrics.ready.set(1 if ready else 0)
             self._readiness = (time.monotonic(), report)
             return report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
 import os
 import platform
 import sys
@@ -124,6 +125,13 @@ class Metrics:
             multiprocess_mode="livemostrecent",
             registry=r,
         )
+        self.ready = Gauge(
+            "gateway_ready",
+            "1 if the last readiness probe found the gateway ready (as /readyz), else 0.",
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.ready.set(math.nan)  # not probed yet: no alert compares NaN as 0
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
             "Requests being served now.",

@@ -26,6 +26,7 @@ from gateway.chain.auth import AuthStage
 from gateway.chain.limits import LimitStage
 from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
 from gateway.context import RequestContext
+from gateway.feed import DecisionFeed
 from gateway.observability import Metrics, configure_logging, get_logger
 from gateway.pricing import Pricing
 from gateway.providers import Provider
@@ -48,6 +49,8 @@ class Gateway:
         self.catalog = ModelCatalog.from_config(config)
         old = previous.config if previous is not None else None
         self.metrics: Metrics = previous.metrics if previous is not None else Metrics()
+        # The console's feed of finished requests outlives a reload, as the metrics do.
+        self.feed: DecisionFeed = previous.feed if previous is not None else DecisionFeed()
         self.log = get_logger()
         self.providers: dict[str, Provider] = {}
         for name, settings in config.providers.items():
@@ -130,6 +133,7 @@ class Gateway:
             m.decisions.labels(ctx.route_rule, provider).inc()
             if self._log_info:
                 self.log.info("routing_decision", **decision_fields(ctx))
+        self.feed.record(ctx, now)
         if self.config.logging.access_log and self._log_info:
             self.log.info("access", **access_fields(ctx, now))
 
@@ -230,6 +234,7 @@ class Runtime:
         self._digest = self._read_digest()
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
         # What the console and /admin/reload report.
         self.last_reload: dict[str, Any] = {"at": None, "ok": None, "trigger": None, "errors": []}
 
