@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ _PAGE_HEADERS = {
     "cache-control": "no-cache",
 }
 DEFAULT_LIMIT = 50
+# A probe's error names the provider's URL, with any user and password in it.
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
 
 
 def load_assets() -> dict[str, tuple[bytes, str]]:
@@ -101,7 +104,7 @@ class Admin:
                 "type": provider.type,
                 "local": provider.local,
                 "ready": probe.get("ok"),
-                "probe_error": probe.get("error"),
+                "probe_error": _URL_CREDENTIALS.sub(r"\1***@", probe.get("error") or "") or None,
                 "breaker": provider.breaker.state,
             }
         report: dict[str, Any] = {
