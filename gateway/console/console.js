@@ -113,7 +113,7 @@ function renderOverview(o) {
     p.name,
     p.type + (p.local ? " (local)" : ""),
     [p.ready === null || p.ready === undefined ? "—" : p.ready ? "yes" : "no: " + (p.probe_error || ""),
-      p.ready ? "ok" : "bad"],
+      p.ready ? "ok" : "bad wrap"],
     [p.breaker, p.breaker === "open" ? "bad" : p.breaker === "half_open" ? "warn" : ""],
     [fmt(p.requests_per_second, 2), "num"],
     [fmt(p.requests), "num"],
@@ -123,7 +123,9 @@ function renderOverview(o) {
     [fmt(p.latency_ms && p.latency_ms.p95, 1), "num"],
     [fmt(p.latency_ms && p.latency_ms.p99, 1), "num"],
     [fmt(p.ttfb_ms && p.ttfb_ms.p95, 1), "num"],
-  ]);
+  ], (p, tr) => {
+    tr.dataset.provider = p.name;
+  });
 
   fillTable("routes", o.routes, (r) => [
     r.rule, r.provider, [fmt(r.requests_per_second, 2), "num"], [fmt(r.requests), "num"],
@@ -162,6 +164,7 @@ function renderOverview(o) {
       [usd(k.spend_usd), "num"], [usd(k.monthly_budget_usd), "num"],
       [usd(k.budget_left_usd), budgetClass(k)],
     ]);
+    $("teams").hidden = usage.teams.length === 0;
     fillTable("teams", usage.teams, (t) => [
       t.name, [fmt(t.requests), "num"], [fmt(t.total_tokens), "num"], [usd(t.spend_usd), "num"],
       [usd(t.monthly_budget_usd), "num"], [usd(t.budget_left_usd), budgetClass(t)],
