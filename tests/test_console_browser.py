@@ -60,9 +60,11 @@ def page(browser: Any, gateway: GatewayProcess) -> Iterator[Any]:
     tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     tab.on(
         "console",
-        lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-        if msg.type == "error" and "401" not in msg.text and "403" not in msg.text
-        else None,
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "401" not in msg.text and "403" not in msg.text
+            else None
+        ),
     )
     tab.goto(gateway.url + "/console")
     yield tab
