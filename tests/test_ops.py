@@ -238,6 +238,13 @@ def test_shipped_config_names_the_missing_upstreams(shipped: str) -> None:
         client.chat.completions.create(model="local", messages=[{"role": "user", "content": "x"}])
     assert local.value.status_code == 503
     assert "'ollama'" in local.value.message and "http://127.0.0.1:9/v1" in local.value.message
+    # Names nobody listed, claimed by the openai provider's patterns: OpenAI's, not a 404.
+    for name in ("gpt-4o-2024-08-06", "gpt-5-nano", "o4-mini"):
+        with pytest.raises(openai.InternalServerError) as claimed:
+            client.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}])
+        assert claimed.value.status_code == 503 and "'openai'" in claimed.value.message
+    with pytest.raises(openai.NotFoundError):  # routing.unknown_model: reject
+        client.chat.completions.create(model="llama9", messages=[{"role": "user", "content": "x"}])
 
 
 def redis_reason() -> str | None:
