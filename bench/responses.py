@@ -9,6 +9,11 @@ Micro-benchmark of the /v1/responses work on the request path, in process (no so
   `StreamTap.feed` (what chat's own relay does per chunk);
 - a native stream's event: `NativeStream.feed` of one `response.output_text.delta`, beside
   `StreamTap.feed` of a chat chunk.
+
+With --http N, also over loopback HTTP, side by side in one run: N sequential non-streamed
+requests each (httpx, one connection, interleaved) straight to the fake upstream and
+through a gateway (cache and policy off) as chat, as native Responses and as translated
+Responses; p50 and what the gateway adds to the same request sent direct.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bench.procs import free_port, start, wait_ready
 from gateway.responses.native import NativeStream
 from gateway.responses.request import to_chat
 from gateway.responses.response import from_chat
@@ -137,6 +146,7 @@ def translate_once(request: dict[str, Any], answer: bytes) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.responses", description=__doc__)
     parser.add_argument("--iterations", type=int, default=20_000)
+    parser.add_argument("--http", type=int, default=0, help="also N requests over HTTP")
     args = parser.parse_args(argv)
     n = args.iterations
     gc.collect()
@@ -168,6 +178,73 @@ def main(argv: list[str] | None = None) -> None:
         "native: NativeStream.feed(one output_text.delta event)",
         timed(lambda: native.feed(next(it)), n),
     )
+    if args.http:
+        over_http(args.http)
+
+
+HTTP_CONFIG = """
+logging: {{level: warning}}
+cache: {{enabled: false}}
+privacy: {{enabled: false}}
+providers:
+  native: {{type: openai, base_url: "{url}", api_key: k, models: [m-native], responses: native}}
+  translate: {{type: openai, base_url: "{url}", api_key: k, models: [m-translate],
+              responses: translate}}
+routing: {{default_model: m-native}}
+"""
+
+
+def over_http(n: int) -> None:
+    """Sequential requests, interleaved so that each kind sees the same machine."""
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-responses-"))
+    fake_port, gw_port = free_port(), free_port()
+    fake_cmd = [sys.executable, "-m", "tests.fake_upstream", "--port", str(fake_port)]
+    fake = start("fake", fake_cmd, tmp / "fake.log")
+    config = tmp / "gateway.yaml"
+    config.write_text(HTTP_CONFIG.format(url=f"http://127.0.0.1:{fake_port}/v1"))
+    gw_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+              "--port", str(gw_port)]  # fmt: skip
+    gateway = start("gateway", gw_cmd, tmp / "gateway.log")
+    chat = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    resp = {"input": "What is the capital of France?"}
+    direct, via = f"http://127.0.0.1:{fake_port}/v1", f"http://127.0.0.1:{gw_port}/v1"
+    kinds = {
+        "chat, direct": (direct + "/chat/completions", chat | {"model": "m-native"}),
+        "chat, gateway": (via + "/chat/completions", chat | {"model": "m-native"}),
+        "responses, direct": (direct + "/responses", resp | {"model": "m-native"}),
+        "responses native, gateway": (via + "/responses", resp | {"model": "m-native"}),
+        "responses native, store: false, gateway": (
+            via + "/responses",
+            resp | {"model": "m-native", "store": False},
+        ),
+        "responses translated, gateway": (via + "/responses", resp | {"model": "m-translate"}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    try:
+        wait_ready(fake, "127.0.0.1", fake_port, "GET", "/health", None, {}, 30)
+        wait_ready(gateway, "127.0.0.1", gw_port, "GET", "/healthz", None, {}, 30)
+        with httpx.Client(timeout=30) as client:
+            for i in range(n + 100):
+                for name, (url, body) in kinds.items():
+                    started = time.perf_counter_ns()
+                    response = client.post(url, json=body, headers={"authorization": "Bearer k"})
+                    took = (time.perf_counter_ns() - started) / 1000
+                    assert response.status_code == 200, (name, response.text[:300])
+                    if i >= 100:  # after a warm-up
+                        times[name].append(took)
+    finally:
+        gateway.stop()
+        fake.stop()
+    p50 = {name: statistics.median(values) for name, values in times.items()}
+    print(f"over loopback HTTP, {n} sequential requests each, interleaved (p50 us):")
+    print("| request | p50 us | added by the gateway, p50 us |")
+    print("|---|---|---|")
+    for name, value in p50.items():
+        base = p50["responses, direct" if name.startswith("responses") else "chat, direct"]
+        added = "" if name.endswith("direct") else f"{value - base:.0f}"
+        print(f"| {name} | {value:.0f} | {added} |")
 
 
 if __name__ == "__main__":
