@@ -88,17 +88,19 @@ class MemoryCacheStore:
         self._lists: OrderedDict[str, deque[Item]] = OrderedDict()
         self._max_lists = 8 * max_items
 
+    # Straight to LruMemoryCache's own methods: aiocache's public wrappers (plugins,
+    # timeouts, key building) cost more than the dict work itself on every lookup.
     async def get(self, key: str) -> Entry | None:
-        entry: Entry | None = await self.entries.get(key)
+        entry: Entry | None = await self.entries._get(key)
         return entry
 
     async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
-        return list(await self.entries.multi_get(list(keys))) if keys else []
+        return list(await self.entries._multi_get(list(keys))) if keys else []
 
     async def put(
         self, key: str, entry: Entry, ttl: float, lists: Sequence[str], item: Item, cap: int
     ) -> None:
-        await self.entries.set(key, entry, ttl=ttl)
+        await self.entries._set(key, entry, ttl=ttl)
         for name in lists:
             bucket = self._lists.get(name)
             if bucket is None:
