@@ -120,6 +120,19 @@ def test_console_signs_in_and_shows_a_request_just_sent(
         messages=[{"role": "user", "content": prompt}],
         extra_headers={"x-request-id": request_id},
     )
+    # A private prompt on `auto` stays local: the feed names its category, not its text.
+    private_id = "browser-private-" + uuid.uuid4().hex[:8]
+    client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Write to jane.doe@example.com about " + prompt}],
+        extra_headers={"x-request-id": private_id},
+    )
+    client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "the built-in demo model"}]
+    )
+    private = page.locator(f'#feed tbody tr[data-request-id="{private_id}"]')
+    expect(private).to_contain_text("pii", timeout=10_000)
+    expect(private).to_contain_text("ollama")
     row = page.locator(f'#feed tbody tr[data-request-id="{request_id}"]')
     expect(row).to_be_visible(timeout=10_000)  # the page refreshes every 2 s
     expect(row).to_contain_text("openai / gpt-4o-mini")
@@ -129,7 +142,7 @@ def test_console_signs_in_and_shows_a_request_just_sent(
     expect(page.locator("#config")).to_contain_text('"default_model": "gpt-4o-mini"')
     expect(page.locator("#reload")).to_contain_text("No reload since the start")
     text = page.locator("body").inner_text()
-    assert prompt not in text
+    assert prompt not in text and "jane.doe" not in text
     for secret in (UPSTREAM_KEY, CLIENT_KEY, ADMIN_KEY):
         assert secret not in text
     page.screenshot(path=str(workdir / "console.png"), full_page=True)
