@@ -21,41 +21,52 @@ FEED_SIZE = 200  # entries kept; the oldest is dropped first
 class DecisionFeed:
     def __init__(self, size: int = FEED_SIZE) -> None:
         self.size = size
-        self._entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self._entries: deque[tuple[Any, ...]] = deque(maxlen=size)
         self.recorded = 0  # every request seen since start; also the newest entry's seq
 
     def record(self, ctx: RequestContext, now: float) -> None:
-        """About a microsecond: one dict of values the context already holds."""
+        """About 0.4 us: a tuple of what the context already holds; dicts are built on read."""
         self.recorded += 1
-        usage = ctx.usage or {}
-        key = ctx.key
         self._entries.append(
-            {
-                "seq": self.recorded,
-                "time": time.time(),
-                "request_id": ctx.request_id,
-                "key": ctx.principal,
-                "team": (key.team or None) if key else None,
-                "endpoint": ctx.endpoint,
-                "requested_model": ctx.requested_model[:128] or None,
-                "rule": ctx.route_rule or None,
-                "provider": ctx.provider or None,
-                "model": ctx.model or None,
-                "complexity": None if ctx.complexity is None else round(ctx.complexity, 3),
-                "privacy": ctx.privacy_categories,
-                "privacy_action": ctx.privacy_action if ctx.privacy_categories else None,
-                "cache": ctx.cache_status or None,
-                "stream": ctx.stream,
-                "status": ctx.status,
-                "error": ctx.error_code,
-                "latency_ms": round((now - ctx.started) * 1000, 2),
-                "total_tokens": usage.get("total_tokens"),
-                "cost_usd": ctx.cost_usd,
-                "fallbacks": len(ctx.attempts),
-            }
-        )
+            (
+                self.recorded, time.time(), now - ctx.started, ctx.request_id, ctx.principal,
+                ctx.key, ctx.endpoint, ctx.requested_model, ctx.route_rule, ctx.provider,
+                ctx.model, ctx.complexity, ctx.privacy_categories, ctx.privacy_action,
+                ctx.cache_status, ctx.stream, ctx.status, ctx.error_code, ctx.usage,
+                ctx.cost_usd, len(ctx.attempts),
+            )
+        )  # fmt: skip
 
     def latest(self, limit: int, after: int = 0) -> list[dict[str, Any]]:
         """Newest first, at most `limit`, only those with seq above `after`."""
         newest = itertools.islice(reversed(self._entries), limit)
-        return list(itertools.takewhile(lambda e: e["seq"] > after, newest))
+        return [_entry(e) for e in itertools.takewhile(lambda e: e[0] > after, newest)]
+
+
+def _entry(e: tuple[Any, ...]) -> dict[str, Any]:
+    seq, wall, took, request_id, principal, key, endpoint = e[:7]
+    requested, rule, provider, model, complexity, privacy, action = e[7:14]
+    cache, stream, status, error, usage, cost, fallbacks = e[14:]
+    return {
+        "seq": seq,
+        "time": wall,
+        "request_id": request_id,
+        "key": principal,
+        "team": (key.team or None) if key else None,
+        "endpoint": endpoint,
+        "requested_model": requested[:128] or None,
+        "rule": rule or None,
+        "provider": provider or None,
+        "model": model or None,
+        "complexity": None if complexity is None else round(complexity, 3),
+        "privacy": privacy,
+        "privacy_action": action if privacy else None,
+        "cache": cache or None,
+        "stream": stream,
+        "status": status,
+        "error": error,
+        "latency_ms": round(took * 1000, 2),
+        "total_tokens": (usage or {}).get("total_tokens"),
+        "cost_usd": cost,
+        "fallbacks": fallbacks,
+    }
