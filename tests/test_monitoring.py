@@ -190,3 +190,24 @@ def test_grafana_is_provisioned_with_the_dashboard_in_compose() -> None:
     assert job["static_configs"][0]["targets"] == ["gateway:8080"]
     assert job["job_name"] == "llm-gateway"  # the alerts' up{job="llm-gateway"}
     assert services["gateway"]["environment"]["GATEWAY_ADMIN_KEYS"] == "${GATEWAY_ADMIN_KEYS:-}"
+
+
+def test_kubernetes_service_monitor_and_disruption_budget_select_the_gateway() -> None:
+    k8s = REPO / "deploy/kubernetes"
+    deployment = load(k8s / "deployment.yaml")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = load(k8s / "service.yaml")
+    pdb = load(k8s / "pdb.yaml")
+    assert pdb["kind"] == "PodDisruptionBudget" and pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert "pdb.yaml" in load(k8s / "kustomization.yaml")["resources"]
+    monitor = load(k8s / "monitoring/servicemonitor.example.yaml")
+    assert monitor["kind"] == "ServiceMonitor"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # The job label the Operator gives is the Service's name: the alerts' up{job=...}.
+    assert service["metadata"]["name"] == "llm-gateway"
