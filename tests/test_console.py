@@ -4,6 +4,8 @@ tool sees them; and GET /console itself. The page in a browser: tests/test_conso
 from __future__ import annotations
 
 import hashlib
+import sys
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.conftest import (
     UPSTREAM_KEY,
     FakeUpstream,
     GatewayProcess,
+    run_process,
     start_gateway,
 )
 
@@ -289,3 +292,49 @@ def test_console_page_is_served_without_a_key_and_loads_nothing_from_elsewhere(
     missing = httpx.get(gateway.url + "/console/../config.yaml")
     assert missing.status_code == 404
     assert httpx.get(gateway.url + "/console/index.htm").status_code == 404
+
+
+def test_with_several_workers_totals_are_the_servers_and_the_feed_is_one_workers(
+    tmp_path: Path,
+) -> None:
+    """What docs/OPERATIONS.md promises: the overview adds every worker up (the metrics'
+    multiprocess files), the feed of decisions is the answering worker's own."""
+    config = tmp_path / "workers.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        auth: {{admin_keys: {ADMIN_KEY}}}
+        providers: {{mock: {{type: mock, models: [demo]}}}}
+        routing: {{default_model: demo}}
+        cache: {{enabled: false}}
+        """)
+    )
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "2"]
+    env = {"TMPDIR": str(tmp_path), "REDIS_URL": "", "GATEWAY_PORT": ""}
+    proc, url = run_process("gateway-workers", cmd, tmp_path, env, timeout=60)
+    try:
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        feeds: dict[int, int] = {}  # pid -> requests its feed recorded
+        sent = 0
+        while sum(1 for n in feeds.values() if n) < 2 or sum(feeds.values()) < sent:
+            assert sent < 400, f"one worker took every connection: {feeds}"
+            with httpx.Client(base_url=url, timeout=30) as fresh:  # a new connection each
+                assert fresh.post("/v1/chat/completions", json=body).status_code == 200
+            sent += 1
+            for _ in range(2):
+                with httpx.Client(base_url=url, timeout=30, headers=ADMIN) as fresh:
+                    feed = fresh.get("/admin/decisions?limit=200").json()
+                feeds[feed["pid"]] = feed["recorded"]
+        # Each worker's feed holds only its own requests; together, all of them.
+        assert len(feeds) == 2 and all(0 < n < sent for n in feeds.values())
+        for _ in range(6):  # whichever worker answers, the totals are the server's
+            with httpx.Client(base_url=url, timeout=30, headers=ADMIN) as fresh:
+                overview = fresh.get("/admin/overview").json()
+            assert overview["workers"] == 2 and overview["pid"] in feeds
+            (mock,) = overview["providers"]
+            assert mock["requests"] == sent
+            assert overview["routes"] == [
+                {"rule": "explicit", "provider": "mock", "requests": sent,
+                 "requests_per_second": overview["routes"][0]["requests_per_second"]}
+            ]  # fmt: skip
+    finally:
+        proc.stop()
