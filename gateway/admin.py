@@ -112,7 +112,7 @@ class Admin:
             "at": time.time(),
             "pid": os.getpid(),
             "workers": _workers(),
-            "status": readiness["status"],
+            "status": "draining" if _draining(request) else readiness["status"],
             "cache_enabled": gw.cache is not None,
         }
         if "redis" in readiness:
@@ -159,6 +159,11 @@ class Admin:
             "errors": last["errors"],
             "started_at": self.runtime.started_at,
         }
+
+
+def _draining(request: Request) -> bool:
+    drain = getattr(request.app.state, "drain", None)
+    return bool(drain is not None and drain.draining)
 
 
 def _workers() -> int:
