@@ -513,6 +513,11 @@ def _check(config: GatewayConfig, lines: dict[str, int], *, models: bool) -> lis
             errors.append(f"{where}: provider names cannot contain ':'")
         if p.type != "mock" and not re.match(r"^https?://[^/\s]+", p.base_url):
             errors.append(f"{where}.base_url: must be an http(s) URL, got {p.base_url!r}")
+        elif re.match(r"^https?://[^/\s]*@", p.base_url):
+            errors.append(
+                f"{where}.base_url: must not carry a user or password (the transports would "
+                "drop or refuse them); put the credential in api_key or headers"
+            )
         if p.max_connections < 1:
             errors.append(f"{where}.max_connections: must be at least 1")
         for key, value in dataclasses.asdict(p.timeouts).items():

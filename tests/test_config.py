@@ -94,8 +94,10 @@ def test_wrong_types_are_errors_with_path_and_line() -> None:
         providers:
           mock: {type: mock, models: [demo]}
           cloud: {type: openai, base_url: "ftp://x", timeouts: {read: -1}}
+          basic: {type: ollama, base_url: "http://user:pw@127.0.0.1:1", models: [x]}
         """
     )
+    assert any(e.startswith("providers.basic.base_url: must not carry a user") for e in errors)
     assert "providers.cloud.base_url: must be an http(s) URL, got 'ftp://x' (line 4)" in errors
     assert "providers.cloud.timeouts.read: must be positive, got -1.0 (line 4)" in errors
 

@@ -215,8 +215,7 @@ def test_config_is_resolved_with_secrets_masked_and_shows_the_last_reload(
 ) -> None:
     alice = "alice-secret-key-123"
     digest = hashlib.sha256(alice.encode()).hexdigest()
-    secrets = [UPSTREAM_KEY, "hunter2-redis-pw", digest, ADMIN_KEY, CLIENT_KEY, "hdr-secret-77",
-               "basic-pw-99"]  # fmt: skip
+    secrets = [UPSTREAM_KEY, "hunter2-redis-pw", digest, ADMIN_KEY, CLIENT_KEY, "hdr-secret-77"]
     config = f"""
         auth:
           api_keys: {CLIENT_KEY}
@@ -230,9 +229,6 @@ def test_config_is_resolved_with_secrets_masked_and_shows_the_last_reload(
             api_key: {UPSTREAM_KEY}
             headers: {{X-Api-Key: hdr-secret-77, X-Team: console}}
             models: [gpt-4o-mini]
-          # httpx: aiohttp refuses a URL with credentials beside the Authorization header
-          internal: {{type: ollama, base_url: "http://user:basic-pw-99@127.0.0.1:1",
-                     transport: httpx, models: [llama3.2]}}
         routing: {{default_model: gpt-4o-mini}}
     """
     gw = start_gateway(config, workdir)
@@ -247,7 +243,6 @@ def test_config_is_resolved_with_secrets_masked_and_shows_the_last_reload(
         assert resolved["state"]["redis_url"] == "redis://***@127.0.0.1:1/0"
         provider = resolved["providers"]["openai"]
         assert provider["api_key"].endswith("***")
-        assert resolved["providers"]["internal"]["base_url"] == "http://***@127.0.0.1:1"
         assert provider["headers"] == {"X-Api-Key": "hdr***", "X-Team": "console"}
         assert resolved["auth"]["keys"][0]["name"] == "alice"
         assert resolved["routing"]["default_model"] == "gpt-4o-mini"
