@@ -8,12 +8,19 @@ deterministic; latency and faults are set per request with `x-fake-<name>` heade
 (`x-fake-delay-ms: 500`) or a `"fake": {...}` body field (`{"delay_ms": 500}`; the body
 wins). "Content chunks" are a stream's events after its role chunk.
 
-    delay_ms      slow headers: wait this long before the response head
+    delay_ms      slow headers: wait this long before the response head (or until the
+                  client hangs up)
     chunks        content chunks in a stream (default 8)
     interval_ms   pause between content chunks
     status        answer this HTTP status with an OpenAI error envelope (500, 429, ...)
     error_body    ... or with this body instead (JSON, else sent as text/plain)
     retry_after   with `status`: a Retry-After header of this value (seconds)
+    reply_headers extra response headers, a JSON object (`{"retry-after-ms": "250"}`), on
+                  any reply: success, stream or error
+    no_done       1: a stream ends after its last event without `data: [DONE]`
+    tags          the models `GET /api/tags` lists, comma-separated (Ollama's listing;
+                  without it that path is 404, as llama.cpp answers): send it as a
+                  provider's `headers: {x-fake-tags: ...}`
     fail_after    connection reset mid-stream: drop the connection after N content
                   chunks (non-streamed: after the response head, before any body)
     stall_after   stall mid-stream: stop after N content chunks (non-streamed: after the
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -76,9 +84,9 @@ ERROR_TYPES = {
 }
 INT_OPTIONS = (
     "delay_ms", "chunks", "interval_ms", "status", "fail_after", "stall_after", "stall_ms",
-    "garbage", "seed", "size",
+    "garbage", "seed", "size", "no_done",
 )  # fmt: skip
-STR_OPTIONS = ("error_body", "content", "arguments", "retry_after")
+STR_OPTIONS = ("error_body", "content", "arguments", "retry_after", "reply_headers", "tags")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -112,6 +120,9 @@ class Options:
     garbage: int = 0
     seed: int | None = None
     size: int = 1024
+    reply_headers: str | None = None
+    no_done: int = 0
+    tags: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,7 +249,7 @@ class FakeUpstream:
         method: str = scope["method"]
         path: str = scope["path"]
         body = await read_body(receive)
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or path == "/api/tags":
             await self._v1(scope, method, path, body, receive, send)
         elif path in ("/health", "/healthz"):
             await respond(send, 200, self.health_body)
@@ -310,9 +321,14 @@ class FakeUpstream:
             await respond(send, 400, error_envelope(400, f"bad fake option: {exc}"))
             return
         if opts.delay_ms > 0:
-            await asyncio.sleep(opts.delay_ms / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait_disconnect(receive), opts.delay_ms / 1000)
+                return  # the client hung up while it waited (its timeout): nothing to send
         if opts.status is not None:
             await self._error(send, opts)
+            return
+        if method == "GET" and path == "/api/tags":
+            await self._tags(send, opts)
             return
         if method == "GET" and path == "/v1/models":
             await respond(send, 200, self.models_body)
@@ -344,6 +360,8 @@ class FakeUpstream:
                 overrides[name[7:].replace("-", "_")] = value
         if isinstance(body, dict) and isinstance(body.get("fake"), dict):
             overrides.update(body["fake"])
+        if isinstance(overrides.get("reply_headers"), dict):
+            overrides["reply_headers"] = dumps(overrides["reply_headers"]).decode()
         if not overrides:
             return self.config.defaults
         changes: dict[str, Any] = {}
@@ -353,11 +371,25 @@ class FakeUpstream:
         for name in STR_OPTIONS:
             if overrides.get(name) is not None:
                 changes[name] = str(overrides[name])
+        if changes.get("reply_headers") is not None and not isinstance(
+            orjson.loads(changes["reply_headers"]), dict
+        ):
+            raise ValueError("reply_headers must be a JSON object")
         return replace(self.config.defaults, **changes)
+
+    async def _tags(self, send: Send, opts: Options) -> None:
+        """Ollama's `GET /api/tags`: the pulled models, when the `tags` option names them."""
+        if opts.tags is None:
+            await respond(send, 404, error_envelope(404, "no route GET /api/tags"))
+            return
+        names = [n.strip() for n in opts.tags.split(",") if n.strip()]
+        models = [{"name": n, "model": n, "size": 1, "digest": "0" * 64} for n in names]
+        await respond(send, 200, dumps({"models": models}), extra_headers(opts))
 
     async def _error(self, send: Send, opts: Options) -> None:
         status = opts.status or 500
         extra = [] if opts.retry_after is None else [(b"retry-after", opts.retry_after.encode())]
+        extra += extra_headers(opts)
         if opts.error_body is None:
             body = error_envelope(status, f"fake error {status}")
             await respond(send, status, body, [*JSON_HEADERS, *extra])
@@ -688,7 +720,7 @@ class FakeUpstream:
             raise FailAfter("fail_after on a non-streamed reply: headers, then no body")
         body = GARBAGE_BODY if opts.garbage else dumps(reply)
         if opts.stall_after is None:
-            await respond(send, 200, body)
+            await respond(send, 200, body, [*JSON_HEADERS, *extra_headers(opts)])
             return
         cut = min(max(opts.stall_after, 0), len(body) - 1)
         head = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
@@ -714,7 +746,8 @@ class FakeUpstream:
         if opts.seed is not None:
             digest = hashlib.sha256(b"".join(events)).hexdigest().encode()
             events.append(b": sha256=" + digest + b"\n\n")
-        events.append(DONE_EVENT)
+        if not opts.no_done:
+            events.append(DONE_EVENT)
         await self._send_events(receive, send, opts, events, len(head))
 
     async def _send_events(
@@ -728,7 +761,8 @@ class FakeUpstream:
         self.stats.open_streams += 1
         outcome = "completed"
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            start = [*SSE_HEADERS, *extra_headers(opts)]
+            await send({"type": "http.response.start", "status": 200, "headers": start})
             for index, event in enumerate(events):
                 if index == fail_at:
                     outcome = "failed"
@@ -758,6 +792,14 @@ class FakeUpstream:
                 self.stats.cancelled_streams += 1
             else:
                 self.stats.failed_streams += 1
+
+
+def extra_headers(opts: Options) -> list[tuple[bytes, bytes]]:
+    """The `reply_headers` option as raw headers."""
+    if not opts.reply_headers:
+        return []
+    pairs = orjson.loads(opts.reply_headers)
+    return [(str(k).lower().encode(), str(v).encode()) for k, v in pairs.items()]
 
 
 async def read_body(receive: Receive) -> bytes:
