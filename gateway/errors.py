@@ -6,23 +6,14 @@ from typing import Any
 
 import orjson
 
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "unprocessable_entity_error",
-    429: "rate_limit_error",
-}
 
-
+# OpenAI's own bodies: every 4xx but 429 is `invalid_request_error` (401 invalid_api_key,
+# 403 and 404 model_not_found, 404 unknown URL alike); a 429 says which limit, `requests`
+# or `tokens` (`insufficient_quota` for a spent quota); a 5xx is `server_error`.
 def error_type_for(status: int) -> str:
-    if status in _TYPE_BY_STATUS:
-        return _TYPE_BY_STATUS[status]
-    return "server_error" if status >= 500 else "invalid_request_error"
+    if status >= 500:
+        return "server_error"
+    return "requests" if status == 429 else "invalid_request_error"
 
 
 def envelope(

@@ -73,15 +73,8 @@ CONFIG_ENV = "FAKE_UPSTREAM_CONFIG"
 RECORD_LIMIT = 200
 CREATED = 1_700_000_000
 MODEL_IDS = ("fake-model", "gpt-4o-mini", "text-embedding-3-small")
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict",
-    422: "unprocessable",
-    429: "rate_limit_error",
-}
+# As OpenAI answers: every other 4xx is invalid_request_error, a 5xx server_error.
+ERROR_TYPES = {429: "requests"}
 INT_OPTIONS = (
     "delay_ms", "chunks", "interval_ms", "status", "fail_after", "stall_after", "stall_ms",
     "garbage", "seed", "size", "no_done",

@@ -18,6 +18,9 @@ def assert_error(response: httpx.Response, status: int, code: str | None, param:
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
+    # OpenAI types every 4xx but a 429 so, 401 and 404 included (not Anthropic's
+    # authentication_error / not_found_error)
+    assert error["type"] == "invalid_request_error", error
     assert error["message"] and "Traceback" not in error["message"]
     assert error["code"] == code
     assert error["param"] == param
@@ -178,7 +181,7 @@ def test_bad_client_key_is_401(gateway: GatewayProcess, authorization: str | Non
     response = httpx.post(gateway.url + CHAT, content=body, headers=headers)
     error = assert_error(response, 401, "invalid_api_key")
     assert ("Missing" in error["message"]) == (authorization is None)
-    assert error["type"] == "authentication_error"
+    assert error["type"] == "invalid_request_error"  # as OpenAI types its 401
     assert "test-key-1" not in response.text
 
 

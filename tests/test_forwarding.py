@@ -158,7 +158,7 @@ def test_ollama_native_error_bodies_are_translated(gateway: GatewayProcess) -> N
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["message"] == 'model "llama3.2:8b" not found, try pulling it first'
-    assert error["type"] == "not_found_error"
+    assert error["type"] == "invalid_request_error"  # as OpenAI types its 404
     assert set(error) == {"message", "type", "param", "code"}
 
 

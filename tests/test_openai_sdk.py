@@ -501,7 +501,7 @@ async def test_wrong_key(gateway: GatewayProcess, fake_upstream: FakeUpstream) -
         exc = info.value
         assert exc.status_code == 401
         assert exc.code == "invalid_api_key"
-        assert error_body(exc)["type"] == "authentication_error"
+        assert error_body(exc)["type"] == "invalid_request_error"  # as OpenAI answers
         assert exc.response.headers["x-request-id"]
     assert fake_upstream.requests() == [], "a rejected client must not reach the upstream"
 
