@@ -286,6 +286,10 @@ class FakeUpstream:
                 "method": method,
                 "path": path,
                 "headers": headers,
+                # every header as sent, repeats included (`headers` keeps the last of each)
+                "header_list": [
+                    [k.decode("latin-1").lower(), v.decode("latin-1")] for k, v in scope["headers"]
+                ],
                 "body": body,
                 "raw": raw.decode("utf-8", "replace"),
             }

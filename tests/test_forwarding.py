@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, FakeUpstream, GatewayProcess
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, FakeUpstream, GatewayProcess, start_gateway
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -21,13 +26,37 @@ def post(
     )
 
 
+def send(
+    gateway: GatewayProcess, body: dict[str, object], headers: dict[str, str]
+) -> httpx.Response:
+    """POST chat with exactly these headers (no key added)."""
+    return httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers)
+
+
+def seen(fake_upstream: FakeUpstream, name: str) -> list[str]:
+    """Every value of header `name` in the upstream's last request, repeats included."""
+    return [v for k, v in fake_upstream.last_request()["header_list"] if k == name]
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"authorization": f"Bearer {CLIENT_KEY}"},
+        {"api-key": CLIENT_KEY},  # Azure's header, which the gateway accepts too
+        {"authorization": f"Bearer {CLIENT_KEY}", "api-key": "test-key-2"},
+    ],
+    ids=["authorization", "api-key", "both"],
+)
+@pytest.mark.parametrize("stream", [False, True])
 def test_upstream_gets_the_gateway_key_never_the_client_key(
-    gateway: GatewayProcess, fake_upstream: FakeUpstream
+    gateway: GatewayProcess, fake_upstream: FakeUpstream, credentials: dict[str, str], stream: bool
 ) -> None:
-    assert post(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}).status_code == 200
-    headers = fake_upstream.last_request()["headers"]
-    assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert CLIENT_KEY not in orjson.dumps(headers).decode()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream}
+    assert send(gateway, body, credentials).status_code == 200
+    assert seen(fake_upstream, "authorization") == [f"Bearer {UPSTREAM_KEY}"]
+    assert seen(fake_upstream, "api-key") == []
+    record = orjson.dumps(fake_upstream.last_request()).decode()  # headers, body, raw bytes
+    assert CLIENT_KEY not in record and "test-key-2" not in record
 
 
 def test_hop_by_hop_and_credential_headers_are_dropped(
@@ -145,8 +174,26 @@ def test_request_id_is_propagated_upstream_and_echoed(
     generated = post(
         gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"x-request-id": "bad id\t!"}
     )
-    assert generated.headers["x-request-id"] != "bad id\t!"
-    assert len(generated.headers["x-request-id"]) == 32
+    replacement = generated.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", replacement)
+    assert seen(fake_upstream, "x-request-id") == [replacement]
+
+
+@pytest.mark.parametrize(("length", "kept"), [(128, True), (129, False)])
+def test_a_client_request_id_over_128_characters_is_replaced(
+    gateway: GatewayProcess, fake_upstream: FakeUpstream, length: int, kept: bool
+) -> None:
+    sent = ("r" * length)[:length]
+    response = post(
+        gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}, **{"x-request-id": sent}
+    )
+    assert response.status_code == 200
+    echoed = response.headers["x-request-id"]
+    if kept:
+        assert echoed == sent
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", echoed), echoed
+    assert seen(fake_upstream, "x-request-id") == [echoed]  # the upstream gets the same one
 
 
 def test_ollama_native_error_bodies_are_translated(gateway: GatewayProcess) -> None:
@@ -201,3 +248,131 @@ def test_models_adds_what_an_ollama_host_has_pulled(gateway: GatewayProcess) -> 
     owners = {m["id"]: m["owned_by"] for m in listing.json()["data"]}
     assert owners["ollama:fake-model"] == "ollama"
     assert len(ids) == len(set(ids))
+
+
+# ----------------------------------------------------------- the provider's own settings
+
+
+@pytest.fixture(scope="module")
+def configured(fake_upstream: FakeUpstream, workdir: Path) -> Iterator[GatewayProcess]:
+    """A provider with an organization and headers of its own."""
+    gw = start_gateway(
+        f"""
+        auth: {{api_keys: "{CLIENT_KEY}"}}
+        providers:
+          openai:
+            type: openai
+            base_url: {fake_upstream.base_url}
+            api_key: {UPSTREAM_KEY}
+            organization: org-gateway
+            headers: {{X-Tenant: gateway-a, OpenAI-Project: proj_gateway}}
+            models: [gpt-4o-mini]
+        routing: {{default_model: gpt-4o-mini}}
+        """,
+        workdir,
+    )
+    yield gw
+    gw.process.stop()
+
+
+def test_the_providers_organization_and_headers_reach_the_upstream_not_the_clients(
+    configured: GatewayProcess, fake_upstream: FakeUpstream
+) -> None:
+    client = {
+        "authorization": f"Bearer {CLIENT_KEY}",
+        "openai-organization": "org-client",
+        "x-tenant": "client-b",
+        "openai-project": "proj_client",
+    }
+    for stream in (False, True):
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream}
+        assert send(configured, body, client).status_code == 200
+        assert seen(fake_upstream, "openai-organization") == ["org-gateway"]
+        assert seen(fake_upstream, "x-tenant") == ["gateway-a"]
+        assert seen(fake_upstream, "openai-project") == ["proj_gateway"]
+        assert seen(fake_upstream, "authorization") == [f"Bearer {UPSTREAM_KEY}"]
+
+
+# ------------------------------------------------------- the upstream's response headers
+
+PASSED = {
+    "openai-processing-ms": "42",
+    "openai-version": "2020-10-01",
+    "retry-after": "7",
+    "retry-after-ms": "6500",
+}
+# The gateway's own business: the upstream's organization, cookies, anything else.
+WITHHELD = {"openai-organization": "org-upstream", "set-cookie": "s=1", "x-upstream-debug": "1"}
+
+
+@pytest.mark.parametrize(
+    ("fake", "stream", "status"),
+    [
+        ({}, False, 200),
+        ({}, True, 200),
+        ({"status": 429}, False, 429),
+        ({"status": 503}, True, 503),
+    ],
+    ids=["body", "stream", "429", "503"],
+)
+def test_upstream_rate_and_version_headers_pass_through_and_nothing_else(
+    gateway: GatewayProcess, fake: dict[str, object], stream: bool, status: int
+) -> None:
+    fake = fake | {"reply_headers": PASSED | WITHHELD}
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream, "fake": fake}
+    response = post(gateway, body)
+    assert response.status_code == status, response.text
+    for name, value in PASSED.items():
+        assert response.headers.get_list(name) == [value], name
+    for name in WITHHELD:
+        assert name not in response.headers, name
+
+
+# ------------------------------------------------------------------- Ollama's /api/tags
+
+
+def test_ollama_models_are_discovered_from_api_tags_and_cached(
+    fake_upstream: FakeUpstream, workdir: Path
+) -> None:
+    """No model listed: /v1/models shows what /api/tags lists, asked once per 30 s."""
+    run = uuid.uuid4().hex
+    gw = start_gateway(
+        f"""
+        auth: {{api_keys: "{CLIENT_KEY}"}}
+        providers:
+          ollama:
+            type: ollama
+            base_url: {fake_upstream.url}
+            api_key: {UPSTREAM_KEY}
+            headers: {{x-fake-tags: "llama3.2:3b,qwen2.5:0.5b", x-test-run: {run}}}
+          mock: {{type: mock, models: [demo]}}
+        routing: {{default_model: demo}}
+        """,
+        workdir,
+    )
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+
+    def tags_calls() -> int:
+        return sum(
+            1
+            for r in fake_upstream.requests()
+            if r["path"] == "/api/tags" and r["headers"].get("x-test-run") == run
+        )
+
+    try:
+        assert tags_calls() == 0
+        first = httpx.get(gw.base_url + "/models", headers=headers).json()
+        ids = [m["id"] for m in first["data"]]
+        assert {"ollama:llama3.2:3b", "ollama:qwen2.5:0.5b"} <= set(ids), ids
+        assert {m["id"]: m["owned_by"] for m in first["data"]}["ollama:qwen2.5:0.5b"] == "ollama"
+        assert tags_calls() == 1
+        second = httpx.get(gw.base_url + "/models", headers=headers).json()
+        assert second == first
+        assert tags_calls() == 1  # within the cache's 30 s: not asked again
+        # A discovered model is callable by that name.
+        body = {"model": "ollama:qwen2.5:0.5b", "messages": MESSAGES}
+        reply = httpx.post(gw.base_url + "/chat/completions", json=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert fake_upstream.last_request()["body"]["model"] == "qwen2.5:0.5b"
+    finally:
+        gw.process.stop()

@@ -68,6 +68,8 @@ class Provider:
             headers["openai-organization"] = cfg.organization
         headers.update({k.lower(): v for k, v in cfg.headers.items()})
         self._headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        # A client header the provider sets itself would reach the upstream twice.
+        self._drop = _DROP_HEADERS | {k for k, _ in self._headers}
         self._get_headers = {k: v for k, v in headers.items() if k != "content-type"}
         t = cfg.timeouts
         limits = httpx.Limits(
@@ -83,7 +85,7 @@ class Provider:
         )
 
     def _request_headers(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
-        drop = _DROP_HEADERS
+        drop = self._drop
         connection = ctx.header(b"connection")
         if connection:  # headers the client marked hop-by-hop
             drop = drop | {t.strip().lower() for t in connection.split(b",")}
