@@ -39,9 +39,46 @@ def test_stream_bytes_match_the_upstream_exactly(
     assert via.status_code == 200
     assert via.headers["content-type"].startswith("text/event-stream")
     assert via.headers["x-accel-buffering"] == "no"
+    # The gateway's own, once, whatever the upstream said (it may allow caching).
+    assert via.headers.get_list("cache-control") == ["no-cache"]
     assert via.headers["x-gateway-provider"] == "openai"
     assert normalized(via.content) == normalized(direct.content)
     assert events(via.content)[-1] == b"data: [DONE]"
+
+
+def test_streams_are_never_cached_by_the_way(
+    gateway: GatewayProcess, client_headers: dict[str, str]
+) -> None:
+    """cache-control: no-cache on every stream, the demo's and one whose upstream said
+    otherwise; a proxy that cached a stream would replay one answer to everyone."""
+    for body in (
+        chat("demo", stream=True),
+        chat(stream=True, fake={"reply_headers": {"cache-control": "public, max-age=600"}}),
+    ):
+        via = httpx.post(gateway.base_url + "/chat/completions", json=body, headers=client_headers)
+        assert via.status_code == 200
+        assert via.headers.get_list("cache-control") == ["no-cache"], body
+
+
+def test_a_stream_ended_without_done_ends_with_an_error_event(
+    gateway: GatewayProcess, client_headers: dict[str, str]
+) -> None:
+    """The upstream closes cleanly after its last chunk but never sends [DONE]: the client
+    must not take the cut for a whole answer."""
+    body = chat(stream=True, fake={"chunks": 4, "no_done": 1})
+    response = httpx.post(gateway.base_url + "/chat/completions", json=body, headers=client_headers)
+    assert response.status_code == 200
+    parts = events(response.content)
+    assert b"data: [DONE]" not in parts
+    text = "".join(
+        orjson.loads(p.removeprefix(b"data: "))["choices"][0]["delta"].get("content") or ""
+        for p in parts[:-1]
+    )
+    assert text == "Fake reply to: stream me"  # everything the upstream sent arrived
+    error = orjson.loads(parts[-1].removeprefix(b"data: "))["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["code"], error["type"]) == ("upstream_stream_incomplete", "server_error")
+    assert "'openai'" in error["message"] and "[DONE]" in error["message"]
 
 
 def test_non_stream_bytes_match_the_upstream_exactly(
@@ -79,14 +116,14 @@ def test_client_disconnect_closes_the_upstream_stream(
 ) -> None:
     before = fake_upstream.stats()["cancelled_streams"]
     hangups = hangup_count(gateway)
-    body = chat(stream=True, fake={"chunks": 100, "interval_ms": 100})  # a 10 s stream
+    body = chat(stream=True, fake={"chunks": 1000, "interval_ms": 100})  # a 100 s stream
     url = gateway.base_url + "/chat/completions"
     with httpx.stream("POST", url, json=body, headers=client_headers) as response:
         for line in response.iter_lines():
             if '"content":"' in line:
                 break
-    # The client is gone after 1-2 events; the upstream must see it long before the 10 s end.
-    deadline = time.monotonic() + 5
+    # The client is gone after 1-2 events; the upstream must see it long before the 100 s end.
+    deadline = time.monotonic() + 30  # a bound, not a margin: it ends at the cancel
     while fake_upstream.stats()["cancelled_streams"] == before and time.monotonic() < deadline:
         time.sleep(0.05)
     stats = fake_upstream.stats()

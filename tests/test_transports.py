@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,10 +44,36 @@ def test_non_stream_and_stream(transport_gateway: GatewayProcess) -> None:
     assert text == "Fake reply to: both ways"
 
 
+def test_the_configured_transport_is_the_one_that_calls_the_upstream(
+    transport_gateway: GatewayProcess, fake_upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A client that sends no user-agent: aiohttp names itself in the one it adds, httpx's
+    own transport adds none; so the upstream can tell which one served the request."""
+    transport = request.node.callspec.params["transport_gateway"]
+    host, port = transport_gateway.url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": MESSAGES})
+    for stream in (False, True):
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:  # http.client sends no user-agent and no accept of its own
+            conn.request("POST", "/v1/chat/completions", body=body if not stream else
+                         body[:-1] + b', "stream": true}', headers=HEADERS)  # fmt: skip
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+        finally:
+            conn.close()
+        agent = fake_upstream.last_request()["headers"].get("user-agent")
+        if transport == "aiohttp":
+            assert agent is not None and "aiohttp/" in agent, agent
+        else:
+            assert agent is None, agent
+
+
 def test_failures_map_to_the_same_statuses(transport_gateway: GatewayProcess) -> None:
     refused = post(transport_gateway, "dead-model")
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "provider_unavailable")
-    slow = post(transport_gateway, fake={"delay_ms": 4000})  # read timeout is 3 s
+    # Read timeout 3 s; the fake would answer after 60 s, and stops when the gateway hangs up.
+    slow = post(transport_gateway, fake={"delay_ms": 60_000})
     assert (slow.status_code, slow.json()["error"]["code"]) == (504, "upstream_timeout")
     cut = post(transport_gateway, fake={"fail_after": 0})  # headers, then the connection drops
     assert (cut.status_code, cut.json()["error"]["code"]) == (502, "upstream_error")
@@ -63,11 +90,11 @@ def test_disconnect_cancels_the_upstream(
 ) -> None:
     before = fake_upstream.stats()["cancelled_streams"]
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
-    body["fake"] = {"chunks": 100, "interval_ms": 100}
+    body["fake"] = {"chunks": 1000, "interval_ms": 100}
     url = transport_gateway.base_url + "/chat/completions"
     with httpx.stream("POST", url, json=body, headers=HEADERS) as response:
         next(line for line in response.iter_lines() if '"content":"' in line)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a bound, not a margin: it ends at the cancel
     while fake_upstream.stats()["cancelled_streams"] == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake_upstream.stats()["cancelled_streams"] == before + 1
