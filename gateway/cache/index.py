@@ -120,11 +120,19 @@ def unpack_item(raw: bytes) -> Item:
     return raw[:16].hex(), int.from_bytes(raw[16:20], "little")
 
 
-def close_items(items: Iterable[Item], simhash: int) -> list[str]:
-    """Distinct entries whose hash is near enough, nearest first."""
+_TIGHT = 2  # bits: a candidate this close is as good as any the other lists could add
+
+
+def close_items(lists: Iterable[Iterable[Item]], simhash: int, enough: int) -> list[str]:
+    """Distinct entries whose hash is near enough, nearest first. The band lists are read
+    in turn, and no further once `enough` entries are within _TIGHT bits: in a crowded
+    context every list holds the same newest entries, and reading all 8 costs 8 times one."""
     near: dict[str, int] = {}
-    for exact, other in items:
-        distance = (other ^ simhash).bit_count()
-        if distance <= MAX_HAMMING:
-            near[exact] = distance
+    for items in lists:
+        for exact, other in items:
+            distance = (other ^ simhash).bit_count()
+            if distance <= MAX_HAMMING:
+                near[exact] = distance
+        if len(near) >= enough and sum(d <= _TIGHT for d in near.values()) >= enough:
+            break
     return sorted(near, key=near.__getitem__)

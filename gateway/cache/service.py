@@ -180,7 +180,8 @@ class ResponseCache:
         nonzero = sparse(plan.vector)
         plan.simhash = self._projector(len(vector)).simhash(plan.vector, nonzero)
         lists = [plan.prefix + "s:" + name for name in band_keys(plan.keys.context, plan.simhash)]
-        names = close_items(await self.store.read_lists(lists), plan.simhash)[:_MAX_COMPARED]
+        band_lists = await self.store.read_lists(lists)
+        names = close_items(band_lists, plan.simhash, _MAX_COMPARED)[:_MAX_COMPARED]
         entries = await self.store.get_many([plan.prefix + "x:" + n for n in names])
         best: tuple[float, Entry] | None = None
         digits = digits_of(question)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -111,13 +111,10 @@ class MemoryCacheStore:
                 self._lists.move_to_end(name)
             bucket.appendleft(item)
 
-    async def read_lists(self, lists: Sequence[str]) -> list[Item]:
-        out: list[Item] = []
-        for name in lists:
-            bucket = self._lists.get(name)
-            if bucket:
-                out.extend(bucket)
-        return out
+    async def read_lists(self, lists: Sequence[str]) -> list[Iterable[Item]]:
+        """Each band list's items, newest first (the lists themselves, not copies)."""
+        found = (self._lists.get(name) for name in lists)
+        return [bucket for bucket in found if bucket]
 
     async def purge(self, prefix: str) -> int:
         removed = 0
@@ -189,15 +186,17 @@ class RedisCacheStore:
 
         await self._run(write())
 
-    async def read_lists(self, lists: Sequence[str]) -> list[Item]:
-        async def read() -> list[Item]:
+    async def read_lists(self, lists: Sequence[str]) -> list[Iterable[Item]]:
+        """Each band list's items, unpacked as they are read (close_items may stop early)."""
+
+        async def read() -> list[Iterable[Item]]:
             async with self.cache.client.pipeline(transaction=False) as pipe:
                 for name in lists:
                     pipe.lrange(self.prefix + name, 0, -1)
                 rows = await pipe.execute()
-            return [unpack_item(raw) for row in rows for raw in row]
+            return [map(unpack_item, row) for row in rows if row]
 
-        out: list[Item] = await self._run(read())
+        out: list[Iterable[Item]] = await self._run(read())
         return out
 
     async def purge(self, prefix: str) -> int:
