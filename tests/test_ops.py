@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,6 +18,7 @@ import pytest
 from tests.conftest import (
     ADMIN_KEY,
     CLIENT_KEY,
+    UPSTREAM_KEY,
     FakeUpstream,
     GatewayProcess,
     run_process,
@@ -44,10 +49,106 @@ def wait_for_access(gateway: GatewayProcess, request_id: str) -> dict[str, objec
     raise AssertionError(f"no access event for {request_id}:\n{gateway.log()[-2000:]}")
 
 
-def test_healthz_answers_without_upstream_calls(gateway: GatewayProcess) -> None:
-    response = httpx.get(gateway.url + "/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
-    assert response.headers["x-request-id"]
+def sample(text: str, series: str) -> float:
+    """The value of one exact series (`name{labels}`) in a /metrics text; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for_sample(gateway: GatewayProcess, series: str, expected: float) -> str:
+    """/metrics once `series` reached `expected` (metrics are recorded just after the last
+    byte, so a client may read them a moment before); then it must be exactly that."""
+    deadline = time.monotonic() + 10
+    text = httpx.get(gateway.url + "/metrics").text
+    while sample(text, series) < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        text = httpx.get(gateway.url + "/metrics").text
+    assert sample(text, series) == expected, (series, sample(text, series), expected)
+    return text
+
+
+@dataclass
+class Tagged:
+    """A gateway whose provider marks every upstream call with a header of its own, so the
+    shared fake upstream can count this gateway's calls alone."""
+
+    gateway: GatewayProcess
+    run: str
+    fake: FakeUpstream
+
+    def calls(self, method: str = "GET", path: str = "/v1/models") -> int:
+        """This gateway's calls (of `method` to `path`; empty: any)."""
+        return sum(
+            1
+            for r in self.fake.requests()
+            if r["headers"].get("x-test-run") == self.run
+            and r["method"] == (method or r["method"])
+            and r["path"] == (path or r["path"])
+        )
+
+
+def tagged(fake: FakeUpstream, workdir: Path, readiness_cache_seconds: float) -> Tagged:
+    run = uuid.uuid4().hex
+    gw = start_gateway(
+        f"""
+        server: {{readiness_cache_seconds: {readiness_cache_seconds}}}
+        providers:
+          openai:
+            type: openai
+            base_url: {fake.base_url}
+            api_key: {UPSTREAM_KEY}
+            models: [gpt-4o-mini]
+            # the probe is slow, so that two /readyz at once overlap
+            headers: {{x-test-run: {run}, x-fake-delay-ms: "200"}}
+        routing: {{default_model: gpt-4o-mini}}
+        """,
+        workdir,
+    )
+    return Tagged(gw, run, fake)
+
+
+@pytest.fixture(scope="module")
+def uncached(fake_upstream: FakeUpstream, workdir: Path) -> Iterator[Tagged]:
+    """readiness_cache_seconds: 0, every /readyz probes."""
+    t = tagged(fake_upstream, workdir, 0)
+    yield t
+    t.gateway.process.stop()
+
+
+def test_healthz_answers_without_upstream_calls(uncached: Tagged) -> None:
+    before = uncached.calls(method="", path="")
+    for _ in range(3):
+        response = httpx.get(uncached.gateway.url + "/healthz")
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        assert response.headers["x-request-id"]
+    assert uncached.calls(method="", path="") == before  # no call at all, of any kind
+    # The count does move: /readyz, uncached here, probes the provider's GET /models.
+    assert httpx.get(uncached.gateway.url + "/readyz").status_code == 200
+    assert uncached.calls(method="", path="") == before + 1
+
+
+def test_readyz_probes_at_most_once_per_readiness_cache_seconds(
+    uncached: Tagged, fake_upstream: FakeUpstream, workdir: Path
+) -> None:
+    cached = tagged(fake_upstream, workdir, 60)
+    try:
+        assert cached.calls() == 0
+        for _ in range(2):
+            assert httpx.get(cached.gateway.url + "/readyz").status_code == 200
+        with ThreadPoolExecutor(2) as pool:  # two at once share the round in progress
+            statuses = pool.map(
+                lambda _: httpx.get(cached.gateway.url + "/readyz").status_code, range(2)
+            )
+            assert list(statuses) == [200, 200]
+        assert cached.calls() == 1
+    finally:
+        cached.gateway.process.stop()
+    before = uncached.calls()
+    for _ in range(2):
+        assert httpx.get(uncached.gateway.url + "/readyz").status_code == 200
+    assert uncached.calls() == before + 2  # without the cache, each one probes
 
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -137,34 +238,35 @@ def test_streamed_usage_reaches_the_access_log(gateway: GatewayProcess) -> None:
 
 def test_metrics_count_requests_with_bounded_labels(gateway: GatewayProcess) -> None:
     headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    # unconfigured model names never become labels: they are counted as "other"
+    requests = 'gateway_requests_total{endpoint="chat",model="other",provider="openai",status="2xx",stream="false"}'
+    prompt = 'gateway_tokens_total{model="other",provider="openai",type="prompt"}'
+    before = httpx.get(gateway.url + "/metrics").text
     body = {
         "model": "openai:some-model-nobody-configured",
-        "messages": [{"role": "user", "content": "x"}],
+        "messages": [{"role": "user", "content": "three words here"}],
     }
-    httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers)
-    text = httpx.get(gateway.url + "/metrics").text
-    assert (
-        'gateway_requests_total{endpoint="chat",model="gpt-4o-mini",provider="openai",status="2xx",stream="false"}'
-        in text
-    )
-    assert 'model="other"' in text  # unconfigured model names never become labels
+    reply = httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers)
+    assert reply.status_code == 200
+    assert reply.json()["usage"]["prompt_tokens"] == 3
+    text = wait_for_sample(gateway, requests, sample(before, requests) + 1)
+    assert sample(text, prompt) == sample(before, prompt) + 3
     assert "some-model-nobody-configured" not in text
     assert "gateway_request_duration_seconds_bucket" in text
     assert "gateway_time_to_first_byte_seconds_bucket" in text
     assert "gateway_in_flight_requests" in text
-    assert 'gateway_tokens_total{model="gpt-4o-mini",provider="openai",type="prompt"}' in text
     assert CLIENT_KEY not in text
 
 
 def test_upstream_errors_are_counted(gateway: GatewayProcess) -> None:
     headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    series = 'gateway_upstream_errors_total{kind="provider_unavailable",provider="dead"}'
+    before = sample(httpx.get(gateway.url + "/metrics").text, series)
     body = {"model": "dead-model", "messages": [{"role": "user", "content": "x"}]}
-    assert (
-        httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers).status_code
-        == 503
-    )
-    text = httpx.get(gateway.url + "/metrics").text
-    assert 'gateway_upstream_errors_total{kind="provider_unavailable",provider="dead"}' in text
+    for count in (1, 2):
+        response = httpx.post(gateway.base_url + "/chat/completions", json=body, headers=headers)
+        assert response.status_code == 503
+        wait_for_sample(gateway, series, before + count)
 
 
 def test_console_log_format(workdir: Path) -> None:
@@ -362,12 +464,7 @@ def test_metrics_keep_the_process_collectors_and_build_info(gateway: GatewayProc
 
 
 def test_metrics_separate_upstream_time_and_label_streams(gateway: GatewayProcess) -> None:
-    def count(text: str, series: str) -> float:
-        for line in text.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return 0.0
-
+    count = sample
     series = (
         'gateway_upstream_duration_seconds_count{endpoint="chat",provider="openai",stream="true"}'
     )
@@ -378,9 +475,8 @@ def test_metrics_separate_upstream_time_and_label_streams(gateway: GatewayProces
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
     ))  # fmt: skip
     assert chunks
-    after = httpx.get(gateway.url + "/metrics").text
+    after = wait_for_sample(gateway, requests, count(before, requests) + 1)
     assert count(after, series) == count(before, series) + 1
-    assert count(after, requests) == count(before, requests) + 1
     assert 'le="300.0"' in after  # buckets reach the length of a long local stream
 
 
@@ -407,17 +503,12 @@ def test_streamed_tokens_are_counted_when_the_client_did_not_ask_for_usage(
     gateway: GatewayProcess,
 ) -> None:
     series = 'gateway_tokens_total{model="gpt-4o-mini",provider="openai",type="completion"}'
-
-    def completion_tokens() -> float:
-        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    before = completion_tokens()
+    before = sample(httpx.get(gateway.url + "/metrics").text, series)
     client = openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
     chunks = list(client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "count me"}], stream=True
     ))  # fmt: skip
     assert all(chunk.usage is None for chunk in chunks)  # the client's stream is unchanged
-    assert completion_tokens() > before
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Fake reply to: count me"
+    wait_for_sample(gateway, series, before + len(text.split()))  # the fake counts words
