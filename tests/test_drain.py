@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,9 +133,15 @@ def test_streams_past_the_drain_deadline_end_with_an_error_event(
     gw = start_gateway(drain_config(fake_upstream, delay=0.2, seconds=1), workdir)
     try:
         long_stream = stream(gw.url, {"x-fake-chunks": "60", "x-fake-interval-ms": "250"})  # 15 s
-        unanswered = Request(gw.url, CHAT | {"stream": False}, {"x-fake-delay-ms": "15000"})
+        run = uuid.uuid4().hex  # the client's header reaches the upstream, which records it
+        unanswered = Request(
+            gw.url, CHAT | {"stream": False}, {"x-fake-delay-ms": "15000", "x-test-run": run}
+        )
         unanswered.start()
-        time.sleep(0.5)  # both reached the gateway
+        deadline = time.monotonic() + 30  # a bound: it ends once the upstream has it
+        while not any(r["headers"].get("x-test-run") == run for r in fake_upstream.requests()):
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.02)
         signalled = time.monotonic()
         gw.process.popen.send_signal(signal.SIGTERM)
         assert gw.process.popen.wait(timeout=15) == 0

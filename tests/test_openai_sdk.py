@@ -618,8 +618,9 @@ async def test_dead_provider(client: Any) -> None:
 
 
 async def test_upstream_timeout(client: Any) -> None:
-    # The gateway's read timeout for `openai` is 3 s; the fake answers after 4 s.
-    exc = await chat_error(client, openai.InternalServerError, {"delay_ms": 4000})
+    # The gateway's read timeout for `openai` is 3 s; the fake would answer after 60 s (it
+    # stops waiting when the gateway hangs up).
+    exc = await chat_error(client, openai.InternalServerError, {"delay_ms": 60_000})
     assert exc.status_code == 504
     assert exc.code == "upstream_timeout"
     assert "'openai'" in error_body(exc)["message"]
@@ -655,7 +656,7 @@ async def test_stream_stalls_past_the_read_timeout(client: Any) -> None:
             model="gpt-4o-mini",
             messages=user(),
             stream=True,
-            extra_body={"fake": {"chunks": 2, "interval_ms": 4000}},
+            extra_body={"fake": {"chunks": 2, "interval_ms": 60_000}},
         )
     )
     received: list[Any] = []

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,11 +137,13 @@ def test_in_flight_stream_finishes_on_the_old_config(
             headers={"authorization": f"Bearer {KEY}"} | headers,
         ) as response:
             result["provider"] = response.headers["x-gateway-provider"]
+            under_way.set()
             result["body"] = b"".join(response.iter_bytes())
 
+    under_way = threading.Event()
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.5)  # the stream is under way (it lasts about 2 s)
+    assert under_way.wait(30), "the stream never started"  # it lasts about 2 s from here
     rewrite(gateway, fake_upstream, default="demo")
     wait_until(lambda: gateway.chat().headers["x-gateway-provider"] == "mock", "the reload")
     thread.join(30)

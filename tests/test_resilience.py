@@ -7,7 +7,6 @@ a slow answer, a stream cut after two chunks), or a port where nothing listens.
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,10 +214,9 @@ def test_breaker_opens_fails_fast_probes_and_closes(
     response = chat(gw, "auto", headers={"x-route": "revived"})
     served(response, "openai")
     assert response.headers["x-gateway-fallback"] == "revived:revived-model=provider_circuit_open"
-    # Asked directly (no chain left): a fast 503 that says so and when to retry.
-    started = time.monotonic()
+    # Asked directly (no chain left): a 503 that says so and when to retry; the code alone
+    # says the provider was not called (a call would have answered provider_unavailable).
     error = error_of(chat(gw, "revived-model"), 503, "provider_circuit_open")
-    assert time.monotonic() - started < 1.0
     assert (
         "circuit breaker is open" in error["message"] and "consecutive failures" in error["message"]
     )
