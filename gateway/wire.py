@@ -363,7 +363,7 @@ class StreamTap:
     def _event(self) -> None:
         payload = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         self._data, self._size = [], 0
-        if payload == b"[DONE]":
+        if payload == b"[DONE]" or not payload.strip():  # an empty one: a keep-alive
             return
         try:
             event = orjson.loads(payload)
