@@ -138,6 +138,7 @@ def test_prompt_and_input_are_strings_or_token_ids(endpoint: str, field: str) ->
     )
     for bad, at, kind in (
         (["a", {"text": "x"}], 1, "an object"),
+        ([[1], 2, {"text": "x"}], 2, "an object"),  # every item is looked at
         ([True], 0, "a boolean"),  # a boolean is not a token id
         ([[1, "a"]], 0, "an array"),
         ([[1, True]], 0, "an array"),
@@ -295,6 +296,7 @@ def test_tool_descriptions_must_be_strings() -> None:
     tool = {"type": "function", "function": {"name": "f", "description": "d"}}
     bad = {"type": "function", "function": {"name": "g", "description": 5}}
     check_request("chat", {"model": "m", "messages": [USER], "tools": [tool, "x", {"type": "f"}]})
+    assert chat_refused(USER, tools=["x", bad])["param"] == "tools[1].function.description"
     check_request("chat", {"model": "m", "messages": [USER], "tools": "not a list"})
     check_request("chat", {"model": "m", "messages": [USER], "tools": [{"function": "f"}]})
     check_request(
@@ -339,6 +341,8 @@ def test_needs_of_chat() -> None:
 def test_needs_of_responses() -> None:
     image = {"type": "input_image", "image_url": "data:,"}
     assert needs_of("responses", {"input": "x"}) == frozenset()
+    both = {"tools": [{"type": "function"}], "text": {"format": {"type": "json_schema"}}}
+    assert needs_of("responses", both) == {"tools", "json_schema"}
     assert needs_of("responses", {"text": {"format": {"type": "json_schema"}}}) == {"json_schema"}
     assert needs_of("responses", {"text": {"format": {"type": "text"}}}) == frozenset()
     assert needs_of("responses", {"text": {"format": "json_schema"}}) == frozenset()
@@ -389,6 +393,8 @@ def test_routing_preferences_are_taken_out_and_checked() -> None:
         "Invalid value for 'routing_preferences.force_provider': 'azure'; expected one of "
         "'openai', 'mock' or null.",
     )
+    bad = {"routing_preferences": {"latency_preference": None, "privacy_level": "extreme"}}
+    assert refused(pop_routing_preferences, bad, [])["param"] == "routing_preferences.privacy_level"
     bad = {"routing_preferences": {"latency_preference": "fast"}}
     assert refused(pop_routing_preferences, bad, [])["param"] == (
         "routing_preferences.latency_preference"
@@ -453,6 +459,26 @@ def test_stream_tap_reads_events_however_they_are_cut() -> None:
     assert tap_of(b"data: {\n\ndata: 1\n\n").garbage  # the first event alone is not JSON
 
 
+def test_stream_tap_skips_comments_and_joins_a_cut_line() -> None:
+    assert not tap_of(b": keep-alive\n\n", *sse(b"{}")).garbage  # an SSE comment, alone
+    assert not tap_of(b"event: ping\n\n").garbage
+    assert not tap_of(b'data: {"a":\ndata: 1}\n\n').garbage  # two data lines, one chunk
+    # A line cut short and followed by another event is one broken line, not skipped.
+    assert tap_of(b'data: {"a"', *sse(b'{"b":1}')).garbage
+
+
+def test_stream_tap_judges_events_up_to_exactly_a_megabyte() -> None:
+    limit = 1 << 20
+    exact = b"data: " + b"x" * (limit - 6)  # held back as one unfinished line of 1 MiB
+    assert tap_of(exact, b"\n\n").garbage  # at the limit: still judged
+    assert not tap_of(exact + b"x", b"\n\n").garbage  # a byte over: let through unjudged
+    assert tap_of(*sse(b"{}"), exact, b"\n\n").garbage  # the count restarts per event
+    assert tap_of(exact + b"x", b"\n\n", exact, b"\n\n").garbage  # ... and after a skip
+    # Finished lines of one event count together with the unfinished one.
+    third = b"data: " + b"x" * (limit // 3)
+    assert not tap_of(third + b"\n" + third + b"\n" + third, b"\n\n").garbage
+
+
 def test_stream_tap_leaves_an_event_over_a_megabyte_unjudged() -> None:
     big = b"data: " + b"x" * (1 << 20)  # not JSON, but more than it holds before the end
     assert not tap_of(big[:100], big[100:], b"\n\n").garbage
@@ -462,6 +488,10 @@ def test_stream_tap_leaves_an_event_over_a_megabyte_unjudged() -> None:
 
 def test_event_buffer_passes_whole_events_only() -> None:
     buffer = EventBuffer()
+    assert buffer.flush() == b""
+    assert buffer.feed(b"\r\n\r\ndata") == b"\r\n\r\n"  # a boundary at the very start
+    assert buffer.feed(b": 0\r\n\r\ndata: 1\r\n\r\ndata: 2") == b"data: 0\r\n\r\ndata: 1\r\n\r\n"
+    assert buffer.flush() == b"data: 2"
     assert buffer.feed(b"data: 1\n\ndata: 2") == b"data: 1\n\n"
     assert buffer.feed(b"\n") == b""
     assert buffer.feed(b"\ndata: 3\r\n\r\ndata") == b"data: 2\n\ndata: 3\r\n\r\n"
@@ -482,6 +512,7 @@ def test_rewrite_events_and_event_json() -> None:
     assert kept == b"data: 1!\n\ndata: 3!\n\n"
     assert event_json(b'event: x\ndata: {"a": 1}') == (b"event: x\n", {"a": 1})
     assert event_json(b"data: {nope") == (b"", None)
+    assert event_json(b'data: {"a": "data: b"}') == (b"", {"a": "data: b"})  # the first data:
 
 
 def test_usage_stripper_takes_out_what_the_gateway_added() -> None:
