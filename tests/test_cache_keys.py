@@ -47,6 +47,11 @@ def test_exact_and_context_keys() -> None:
     # Another history: another context.
     longer = keys({"messages": [*history, Q, Q], "temperature": 0})
     assert longer.context != first.context
+    earlier = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    assert (
+        keys({"messages": [*history, earlier[0], Q]}).context
+        != keys({"messages": [*history, earlier[1], Q]}).context
+    )  # every earlier turn is in the context
     # Key order does not matter (sorted JSON, as every replica computes it).
     assert keys({"temperature": 0, "messages": [*history, Q]}) == first
 
@@ -57,5 +62,6 @@ def test_no_question_no_context_key() -> None:
                  {"prompt": "x"}, {"messages": "x"}):  # fmt: skip
         found = keys(body)
         assert (found.context, found.question) == ("", "") and len(found.exact) == 32, body
+        assert found.tenant == "key:a"
     assert keys({"prompt": "x"}).exact != keys({"prompt": "y"}).exact
     assert keys({1: "a"}).exact  # non-string keys do not break the digest

@@ -118,6 +118,7 @@ def test_headers_match_case_insensitively_and_all_of_them() -> None:
     assert two.matches(ctx(headers=both))
     assert not two.matches(ctx(headers=both[:1]))
     assert not two.matches(ctx(headers=[(b"x-team", b"search"), (b"x-env", b"dev")]))
+    assert not rule(headers={"x-k": "xxxx"}).matches(ctx())  # absent is no value at all
 
 
 def test_every_condition_must_hold() -> None:
@@ -229,6 +230,18 @@ def test_fallback_problems() -> None:
     anything = "rules: [{name: p, when: {privacy: [any]}, route: local, fallback: [gpt-4o]}]"
     assert len(fallback_errors(anything, keep_local)) == 1
     assert fallback_errors(rules.replace("pii", "secret"), keep_local) == []  # secret: block
+    # `any` includes what is kept local, whatever the default action says
+    allow_rest = "actions: {pii: route_local, secret: block, keyword: block, default: allow}"
+    assert len(fallback_errors(anything, allow_rest)) == 1
+    both = (
+        "rules: [{name: p, when: {privacy: [pii, keyword]}, route: local, "
+        'fallback: [gpt-4o, "openai:gpt-4o-mini"]}]'
+    )
+    assert fallback_errors(both, "actions: {pii: route_local, keyword: route_local}") == [
+        "routing.rules[0].fallback (rule 'p' matches pii, keyword): gpt-4o, openai:gpt-4o-mini "
+        "would take a request the privacy scan keeps local to a cloud provider; list local "
+        "models only"
+    ]
     assert fallback_errors(rules, keep_local + "\n      enabled: false") == []
     assert fallback_errors(rules, "actions: {pii: allow, secret: block, keyword: block}") == []
     # without local_model, only the rules' chains are checked
