@@ -494,7 +494,11 @@ def test_several_worker_processes_serve_the_same_config(workdir: Path) -> None:
             response = httpx.post(gw.base_url + "/chat/completions", json=body)
             assert response.status_code == 200
             assert response.headers["x-gateway-provider"] == "mock"
-        assert gw.log().count('"event":"started"') == 2  # one per worker process
+        # One per worker process; the second may still be starting when the first answers.
+        deadline = time.monotonic() + 30  # a bound: it ends once both have started
+        while gw.log().count('"event":"started"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.log().count('"event":"started"') == 2
     finally:
         gw.process.stop()
 
