@@ -153,8 +153,9 @@ class ProxyEndpoint:
             gw.finish(ctx)
 
     def turn_body(self, ctx: RequestContext, provider: Provider) -> bytes:
-        """The body of a /v1/responses request for `provider` (gateway/responses/endpoint.py)."""
-        raise NotImplementedError
+        """The body for `provider` of a request with a Responses turn; the Responses
+        endpoint (gateway/responses/endpoint.py) builds it per provider's mode."""
+        return ctx.upstream_body()
 
     async def _settle(self, ctx: RequestContext) -> None:
         """Tokens, lease, usage and spend; after the last byte, so the client never waits."""
@@ -283,16 +284,7 @@ class ProxyEndpoint:
     async def _relay_body(
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
     ) -> None:
-        try:
-            body = await upstream.aread()
-        except httpx.HTTPError as exc:
-            raise self._upstream_failed(provider, exc) from None
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise self._garbage(
-                provider, f"answered HTTP {upstream.status_code} with a body that is not JSON"
-            ) from None
+        body, data = await self._read_json(provider, upstream)
         if ctx.placeholders:
             body = restore_body(body, ctx.placeholders)
         usage = data.get("usage") if isinstance(data, dict) else None
@@ -390,6 +382,19 @@ class ProxyEndpoint:
         ctx.usage = tap.usage or (strip.usage if strip is not None else None)
         if recorder is not None and failure is None:
             ctx.cache_answer = recorder.answer()
+
+    async def _read_json(self, provider: Provider, upstream: httpx.Response) -> tuple[bytes, Any]:
+        """The upstream's whole body and its JSON; one that is not JSON is a 502."""
+        try:
+            body = await upstream.aread()
+        except httpx.HTTPError as exc:
+            raise self._upstream_failed(provider, exc) from None
+        try:
+            return body, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise self._garbage(
+                provider, f"answered HTTP {upstream.status_code} with a body that is not JSON"
+            ) from None
 
     def _garbage(self, provider: Provider, what: str) -> GatewayError:
         self.gateway.metrics.upstream_errors.labels(provider.name, "invalid_response").inc()

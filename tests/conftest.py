@@ -113,6 +113,20 @@ def fake_upstream(workdir: Path) -> Iterator[FakeUpstream]:
     proc.stop()
 
 
+def local_config(local_llm: str, routing: str = "default_model: local") -> str:
+    """A gateway on the local llama.cpp server alone, as `ollama` (alias `local`)."""
+    return f"""
+        providers:
+          ollama:
+            type: ollama
+            base_url: {local_llm}
+            models: ["{llm_server.MODEL_ID}"]
+            timeouts: {{connect: 2, read: 120}}
+        aliases: {{local: "ollama:{llm_server.MODEL_ID}"}}
+        routing: {{{routing}}}
+        """
+
+
 def gateway_config(upstream: FakeUpstream, transport: str = "aiohttp") -> str:
     dead_port = free_port()  # nothing listens there
     return f"""

@@ -27,8 +27,7 @@ from agents import (
 from agents.models.default_models import get_default_model
 from openai.types.responses import ResponseTextDeltaEvent
 
-from tests import llm_server
-from tests.conftest import UPSTREAM_KEY, FakeUpstream, GatewayProcess, start_gateway
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, GatewayProcess, local_config, start_gateway
 
 KEY = "agents-key"
 UPSTREAM_PATH = {"native": "/v1/responses", "translate": "/v1/chat/completions"}
@@ -179,16 +178,7 @@ async def test_chat_completions_model(
 @pytest.fixture(scope="module")
 def local_gateway(local_llm: str, workdir: Path) -> Iterator[GatewayProcess]:
     gw = start_gateway(
-        f"""
-        providers:
-          ollama:
-            type: ollama
-            base_url: {local_llm}
-            models: ["{llm_server.MODEL_ID}"]
-            timeouts: {{connect: 2, read: 120}}
-        aliases: {{local: "ollama:{llm_server.MODEL_ID}"}}
-        routing: {{default_model: local, unknown_model: auto}}
-        """,
+        local_config(local_llm, "default_model: local, unknown_model: auto"),
         workdir,
     )
     yield gw

@@ -9,22 +9,13 @@ import openai
 import pytest
 
 from tests import llm_server
-from tests.conftest import GatewayProcess, start_gateway
+from tests.conftest import GatewayProcess, local_config, start_gateway
 
 
 @pytest.fixture(scope="module")
 def local_gateway(local_llm: str, workdir: Path) -> Iterator[GatewayProcess]:
     gw = start_gateway(
-        f"""
-        providers:
-          ollama:
-            type: ollama
-            base_url: {local_llm}
-            models: ["{llm_server.MODEL_ID}"]
-            timeouts: {{connect: 2, read: 120}}
-        aliases: {{local: "ollama:{llm_server.MODEL_ID}"}}
-        routing: {{default_model: local}}
-        """,
+        local_config(local_llm),
         workdir,
     )
     yield gw

@@ -23,6 +23,7 @@ from tests.conftest import (
     UPSTREAM_KEY,
     FakeUpstream,
     GatewayProcess,
+    local_config,
     require,
     start_gateway,
 )
@@ -532,16 +533,7 @@ def test_stored_in_redis_across_replicas(
 @pytest.fixture(scope="module")
 def local_gw(local_llm: str, workdir: Path) -> Iterator[GatewayProcess]:
     gateway = start_gateway(
-        f"""
-        providers:
-          ollama:
-            type: ollama
-            base_url: {local_llm}
-            models: ["{llm_server.MODEL_ID}"]
-            timeouts: {{connect: 2, read: 120}}
-        aliases: {{local: "ollama:{llm_server.MODEL_ID}"}}
-        routing: {{default_model: local}}
-        """,
+        local_config(local_llm),
         workdir,
     )
     yield gateway

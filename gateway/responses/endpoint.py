@@ -72,18 +72,11 @@ class ResponsesEndpoint(ProxyEndpoint):
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send
     ) -> None:
         turn = _turn(ctx)
-        try:
-            body = await upstream.aread()
-        except httpx.HTTPError as exc:
-            raise self._upstream_failed(provider, exc) from None
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
+        body, data = await self._read_json(provider, upstream)
         if not isinstance(data, dict):
             raise self._garbage(
-                provider, f"answered HTTP {upstream.status_code} with a body that is not JSON"
-            ) from None
+                provider, f"answered HTTP {upstream.status_code} with JSON that is not an object"
+            )
         if turn.mode == "native":
             response = data
             changed = turn.previous_id is not None
