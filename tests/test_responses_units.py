@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -1578,3 +1579,160 @@ def test_native_stream_failure_events() -> None:
         "status": "failed",
         "error": {"code": "server_error", "message": "cut"},
     }
+
+
+# ------------------------------------------------------------------ the endpoint, in process
+# A gateway app in this process on the built-in demo model (a chat-only provider, so the
+# translated path): what is stored after each answer, GET, DELETE and input_items. Native
+# pass-through needs an upstream with /v1/responses: tests/test_responses_api.py.
+
+GATEWAY_CONFIG = """
+auth: {api_keys: "key-one,key-two"}
+logging: {level: warning}
+providers:
+  mock: {type: mock, models: [demo]}
+routing: {default_model: demo}
+cache: {enabled: false}
+"""
+ONE = {"authorization": "Bearer key-one"}
+TWO = {"authorization": "Bearer key-two"}
+
+
+@pytest.fixture(scope="module")
+async def gw() -> AsyncIterator[httpx.AsyncClient]:
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    app = create_app(parse_config(GATEWAY_CONFIG, {}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client
+
+
+async def create(
+    gw: httpx.AsyncClient, headers: dict[str, str] = ONE, **body: Any
+) -> httpx.Response:
+    return await gw.post("/v1/responses", json={"model": "demo", **body}, headers=headers)
+
+
+async def test_a_response_is_stored_for_its_key_only(gw: httpx.AsyncClient) -> None:
+    answer = await create(gw, input="Hi there", metadata={"app": "t"})
+    assert answer.status_code == 200
+    body = answer.json()
+    Response.model_validate(body)
+    assert body["output"][0]["content"][0]["text"].endswith("You said: Hi there")
+    stored = await gw.get(f"/v1/responses/{body['id']}", headers=ONE)
+    assert stored.status_code == 200 and stored.json() == body
+    for path in (f"/v1/responses/{body['id']}", f"/v1/responses/{body['id']}/input_items"):
+        other = await gw.get(path, headers=TWO)
+        assert other.status_code == 404
+        assert other.json()["error"]["code"] == "response_not_found"
+    assert (await gw.delete(f"/v1/responses/{body['id']}", headers=TWO)).status_code == 404
+    deleted = await gw.delete(f"/v1/responses/{body['id']}", headers=ONE)
+    assert deleted.json() == {"id": body["id"], "object": "response.deleted", "deleted": True}
+    assert (await gw.get(f"/v1/responses/{body['id']}", headers=ONE)).status_code == 404
+    # store: false keeps nothing.
+    unkept = (await create(gw, input="Hi", store=False)).json()
+    assert unkept["store"] is False
+    assert (await gw.get(f"/v1/responses/{unkept['id']}", headers=ONE)).status_code == 404
+    gone = await create(gw, input="Again", previous_response_id=unkept["id"])
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "previous_response_not_found"
+
+
+async def test_the_next_turn_sends_the_whole_conversation(gw: httpx.AsyncClient) -> None:
+    first = (await create(gw, input="one two three")).json()
+    second = await create(gw, input="four", previous_response_id=first["id"])
+    assert second.status_code == 200
+    body = second.json()
+    assert body["previous_response_id"] == first["id"]
+    # The demo model counts the words of every message it was sent: all three turns.
+    assert body["usage"]["input_tokens"] > first["usage"]["input_tokens"] + 1
+    assert "You said: four" in body["output"][0]["content"][0]["text"]
+    items = (await gw.get(f"/v1/responses/{body['id']}/input_items", headers=ONE)).json()
+    assert [i["content"][0]["text"] for i in items["data"]] == ["four"]  # this turn's only
+
+
+async def test_a_streamed_response_is_stored_as_its_last_event_says(gw: httpx.AsyncClient) -> None:
+    answer = await create(gw, input="Stream me", stream=True)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    events = events_of(answer.content)
+    assert kinds(events)[0] == "created" and kinds(events)[-1] == "completed"
+    final = events[-1]["response"]
+    stored = await gw.get(f"/v1/responses/{final['id']}", headers=ONE)
+    assert stored.json() == final
+    follow = await create(gw, input="more", previous_response_id=final["id"], stream=True)
+    assert events_of(follow.content)[-1]["response"]["previous_response_id"] == final["id"]
+
+
+async def test_input_items_pages(gw: httpx.AsyncClient) -> None:
+    given = [{"id": f"msg_{n}", "role": "user", "content": f"part {n}"} for n in range(5)]
+    body = (await create(gw, input=given)).json()
+    path = f"/v1/responses/{body['id']}/input_items"
+
+    async def page(**query: Any) -> dict[str, Any]:
+        answer = await gw.get(path, params=query, headers=ONE)
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    newest = await page()
+    assert [i["id"] for i in newest["data"]] == ["msg_4", "msg_3", "msg_2", "msg_1", "msg_0"]
+    assert (newest["first_id"], newest["last_id"], newest["has_more"]) == ("msg_4", "msg_0", False)
+    assert newest["object"] == "list"
+    first = await page(order="asc", limit="2")
+    assert [i["id"] for i in first["data"]] == ["msg_0", "msg_1"] and first["has_more"] is True
+    assert (first["first_id"], first["last_id"]) == ("msg_0", "msg_1")
+    rest = await page(order="asc", limit="3", after="msg_1")
+    assert [i["id"] for i in rest["data"]] == ["msg_2", "msg_3", "msg_4"] and not rest["has_more"]
+    assert [i["id"] for i in (await page(after="msg_2", limit="1"))["data"]] == ["msg_1"]
+    assert [i["id"] for i in (await page(limit="100"))["data"]][-1] == "msg_0"
+    assert [i["id"] for i in (await page(limit="1"))["data"]] == ["msg_4"]
+    nothing = await page(after="msg_unknown")
+    assert nothing == {
+        "object": "list",
+        "data": [],
+        "first_id": None,
+        "last_id": None,
+        "has_more": False,
+    }
+    for query, param in (
+        ({"order": "newest"}, "order"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": "-1"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+    ):
+        bad = await gw.get(path, params=query, headers=ONE)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param
+        assert bad.json()["error"]["code"] == "invalid_value"
+
+
+async def test_a_cache_hit_is_a_new_stored_response() -> None:
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    config = GATEWAY_CONFIG.replace(
+        "cache: {enabled: false}", "cache: {semantic: {enabled: false}}"
+    )
+    transport = httpx.ASGITransport(app=create_app(parse_config(config, {})))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        question = f"Cache me {uuid4().hex}"
+        miss = await create(client, input=question)
+        hit = await create(client, input=question)
+        assert miss.headers["x-gateway-cache"] == "miss"
+        assert hit.headers["x-gateway-cache"] == "hit-exact"
+        first, again = miss.json(), hit.json()
+        assert again["id"] != first["id"] and again["status"] == "completed"
+        assert again["output"][0]["content"] == first["output"][0]["content"]
+        assert again["output"][0]["id"] != first["output"][0]["id"]
+        stored = await client.get(f"/v1/responses/{again['id']}", headers=ONE)
+        assert stored.json() == again
+        streamed = await create(client, input=question, stream=True)
+        assert streamed.headers["x-gateway-cache"] == "hit-exact"
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        events = events_of(streamed.content)
+        final = events[-1]["response"]
+        assert kinds(events)[-1] == "completed" and final["id"] not in (first["id"], again["id"])
+        assert final["output"][0]["content"][0]["text"] == first["output"][0]["content"][0]["text"]
+        assert (await client.get(f"/v1/responses/{final['id']}", headers=ONE)).json() == final
