@@ -1736,3 +1736,70 @@ async def test_a_cache_hit_is_a_new_stored_response() -> None:
         assert kinds(events)[-1] == "completed" and final["id"] not in (first["id"], again["id"])
         assert final["output"][0]["content"][0]["text"] == first["output"][0]["content"][0]["text"]
         assert (await client.get(f"/v1/responses/{final['id']}", headers=ONE)).json() == final
+
+
+def test_long_values_are_cut_in_messages() -> None:
+    role = refused({"model": "m", "input": [{"role": "r" * 100, "content": "x"}]})
+    assert f"{'r' * 64!r}. Supported" in role.message
+    choice = refused(
+        {
+            "model": "m",
+            "input": "x",
+            "tools": [{"type": "function", "name": "f"}],
+            "tool_choice": "c" * 100,
+        }
+    )
+    assert f"{'c' * 64!r}. Supported" in choice.message
+    hosted = {"type": "h" * 100}
+    kind = refused(
+        {
+            "model": "m",
+            "input": "x",
+            "tools": [{"type": "function", "name": "f"}],
+            "tool_choice": hosted,
+        }
+    )
+    assert kind.message.startswith(f"tool_choice {'h' * 64!r} is not supported")
+
+
+def test_an_empty_assistant_text_stays_empty() -> None:
+    body = {
+        "model": "m",
+        "input": [{"role": "assistant", "content": ""}, {"role": "user", "content": "x"}],
+    }
+    assert to_chat(body, None)["messages"][0] == {"role": "assistant", "content": ""}
+
+
+def test_native_stream_restores_calls_and_done_items() -> None:
+    placeholders = {"[NAME_1]": 'Ada "L"'}
+    args = {"item_id": "fc_1", "output_index": 0}
+    item = {
+        "id": "fc_1",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": "c",
+        "name": "f",
+        "arguments": '{"n": "[NAME_1]"}',
+    }
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "Hi [NAME_1]", "annotations": []}],
+    }
+    raw = native_sse(
+        {"type": "response.function_call_arguments.delta", **args, "delta": '{"n": "[NAME'},
+        {"type": "response.function_call_arguments.delta", **args, "delta": '_1]"}'},
+        {"type": "response.function_call_arguments.done", **args, "arguments": item["arguments"]},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.output_item.done", "output_index": 1, "item": message},
+    )
+    stream = NativeStream(None, placeholders)
+    events = native_events(b"".join(stream.feed(raw[i : i + 5]) for i in range(0, len(raw), 5)))
+    restored = orjson.dumps({"n": 'Ada "L"'}).decode().replace(":", ": ")
+    assert "".join(e["delta"] for e in events[:2]) == restored
+    assert events[2]["arguments"] == restored
+    assert events[3]["item"]["arguments"] == restored
+    assert events[4]["item"]["content"][0]["text"] == 'Hi Ada "L"'
+    assert [e["sequence_number"] for e in events] == list(range(5))
