@@ -277,8 +277,10 @@ class Endpoints:
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        path = request.url.path
-        return error_response(NotFound(f"Unknown path {path!r}: see GET /v1/models."))
+        # OpenAI's own answer to a path it does not serve: code unknown_url
+        where = f"{request.method} {request.url.path}"
+        message = f"Unknown request URL: {where}. Please check the URL for typos."
+        return error_response(NotFound(message, code="unknown_url"))
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
         error = MethodNotAllowed(

@@ -167,8 +167,12 @@ def test_wrong_method_is_405(gateway: GatewayProcess) -> None:
 
 
 def test_unknown_path_is_404(gateway: GatewayProcess) -> None:
-    assert_error(httpx.get(gateway.url + "/v1/nothing-here"), 404, "not_found")
-    assert_error(httpx.post(gateway.url + "/v2/chat/completions", content=b"{}"), 404, "not_found")
+    error = assert_error(httpx.get(gateway.url + "/v1/nothing-here"), 404, "unknown_url")
+    assert "GET /v1/nothing-here" in error["message"]
+    error = assert_error(
+        httpx.post(gateway.url + "/v2/chat/completions", content=b"{}"), 404, "unknown_url"
+    )
+    assert "POST /v2/chat/completions" in error["message"]
 
 
 @pytest.mark.parametrize(
