@@ -186,7 +186,7 @@ def _is_word(char: str) -> bool:
 class Scan:
     """The state of one scan: views of the joined text and the hits found so far."""
 
-    __slots__ = ("_bases", "_found", "hits", "low", "raw", "text_ends", "view")
+    __slots__ = ("_bases", "_found", "hits", "low", "needles", "raw", "text_ends", "view")
 
     def __init__(self, joined: str, text_ends: list[int]) -> None:
         # Inside JSON strings (tool arguments) `\n` would glue a value to the letter `n`:
@@ -204,15 +204,21 @@ class Scan:
         self.hits: list[tuple[int, int, int]] = []
         self._found: dict[bytes, list[int]] = {}
         self._bases: dict[bytes, bytes] = {}
+        self.needles = True  # whether any keyword or assignment stem occurs at all
 
-    def run(self, bases: dict[bytes, bytes]) -> None:
+    def run(self, bases: dict[bytes, bytes], needles: re.Pattern[bytes] | None = None) -> None:
+        """`needles`: every keyword's and stem's shortest prefix; where none occurs (most
+        prompts), one search spares the per-needle finds of keywords and assignments."""
         self._bases = bases
+        if needles is not None:
+            self.needles = needles.search(self.low) is not None
         self.tokens()
         self.private_keys()
         self.colons()
         self.emails()
         self.numbers()
-        self.assignments()
+        if self.needles:
+            self.assignments()
 
     def text_end(self, pos: int) -> int:
         """The end of the text that holds `pos`."""
@@ -435,7 +441,7 @@ class Scan:
         low, view = self.low, self.view
         size = len(view)
         out: list[tuple[int, int, int]] = []
-        for keyword in keywords:
+        for keyword in keywords if self.needles else ():
             width = len(keyword.needle)
             for pos in self.found(keyword.needle):
                 if keyword.phrase is None:

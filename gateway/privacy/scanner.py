@@ -132,6 +132,8 @@ class PrivacyScanner:
         needles = {k.needle for k in self._keywords} | set(ASSIGN_STEMS)
         # A needle that starts with a shorter needle is found among the shorter one's hits.
         self._bases = {n: min((m for m in needles if n.startswith(m)), key=len) for n in needles}
+        prefixes = sorted(set(self._bases.values()))
+        self._needles = re.compile(b"|".join(re.escape(p) for p in prefixes)) if prefixes else None
 
     def scan_text(self, text: str) -> list[Finding]:
         return self.scan([TextRef((), text)])
@@ -148,7 +150,7 @@ class PrivacyScanner:
             offset += len(ref.text) + 1
         joined = texts[0].text if len(texts) == 1 else SEPARATOR.join(t.text for t in texts)
         scan = Scan(joined, [s + len(t.text) for s, t in zip(starts, texts, strict=True)])
-        scan.run(self._bases)
+        scan.run(self._bases, self._needles)
         for det, pattern in self._custom:
             scan.hits.extend(
                 (m.start(), m.end(), det) for m in pattern.finditer(joined) if m.end() > m.start()
