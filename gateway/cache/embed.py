@@ -51,7 +51,14 @@ class BuiltinEmbedder:
         self._pairs: dict[tuple[str, str], tuple[int, float]] = {}
 
     def embed(self, text: str) -> list[float]:
-        dims = self.dimensions
+        vector = [0.0] * self.dimensions
+        for index, value in self.sparse_embed(text):
+            vector[index] = value
+        return vector
+
+    def sparse_embed(self, text: str) -> list[tuple[int, float]]:
+        """The unit vector's nonzero coordinates (index, value): a question has a few dozen
+        of the 256, and the cache's lookup needs no more (index.sparse, cosine)."""
         weights: dict[int, float] = {}
         get = weights.get
         cached = self._words.get
@@ -65,13 +72,10 @@ class BuiltinEmbedder:
                 index, value = self._pair(previous, word_key)
                 weights[index] = get(index, 0.0) + value
             previous = word_key
-        vector = [0.0] * dims
         norm = math.sqrt(sum(v * v for v in weights.values()))
         if norm == 0.0:
-            return vector
-        for index, value in weights.items():
-            vector[index] = value / norm
-        return vector
+            return []
+        return [(index, value / norm) for index, value in weights.items() if value]
 
     def _word(self, word: str) -> _Feature:
         if len(self._words) >= _CACHE_LIMIT:

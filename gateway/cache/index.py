@@ -128,11 +128,14 @@ def close_items(lists: Iterable[Iterable[Item]], simhash: int, enough: int) -> l
     in turn, and no further once `enough` entries are within _TIGHT bits: in a crowded
     context every list holds the same newest entries, and reading all 8 costs 8 times one."""
     near: dict[str, int] = {}
+    tight = 0  # distinct entries within _TIGHT bits so far
     for items in lists:
         for exact, other in items:
             distance = (other ^ simhash).bit_count()
             if distance <= MAX_HAMMING:
+                if distance <= _TIGHT and exact not in near:
+                    tight += 1
                 near[exact] = distance
-        if len(near) >= enough and sum(d <= _TIGHT for d in near.values()) >= enough:
+        if tight >= enough:
             break
     return sorted(near, key=near.__getitem__)

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import time
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,8 @@ if TYPE_CHECKING:
 BUILTIN_THRESHOLD = 0.75
 NEURAL_THRESHOLD = 0.93
 _MAX_COMPARED = 8  # entries compared by cosine per lookup, nearest hashes first
+_FACTS_KEPT = 10_000  # candidates' facts kept in memory (cleared when full)
+QUESTION = "question"  # a semantic entry's question, read by the guard when compared
 _NO_TEMPERATURE = 1.0  # OpenAI's default when a request sets none
 
 
@@ -47,8 +48,11 @@ class CachePlan:
     keys: CacheKeys
     prefix: str  # the tenant's part of every record name
     ttl: float
-    vector: array[float] | None = None
+    vector: array[float] | None = None  # the embedding as stored (built at save)
+    nonzero: list[tuple[int, float]] | None = None  # its nonzero coordinates, if sparse
+    dimensions: int = 0
     simhash: int = 0
+    lists: list[str] | None = None  # the band lists it is read from and filed under
     facts: Facts | None = None
 
 
@@ -74,6 +78,8 @@ class _Builtin:
 
     def __init__(self) -> None:
         self._embedder = BuiltinEmbedder()
+        self.dimensions = self._embedder.dimensions
+        self.sparse_embed = self._embedder.sparse_embed  # no await, no dense vector
 
     async def embed(self, text: str) -> list[float]:
         vector: list[float] = self._embedder.embed(text)
@@ -119,6 +125,7 @@ class ResponseCache:
         self.threshold = c.semantic.threshold or default
         self._key_ttl = {k.name: k.cache_ttl_seconds for k in config.auth.keys}
         self._projectors: dict[int, Projector] = {}
+        self._facts: dict[str, Facts] = {}  # candidates' facts, by entry digest
 
     def _bypass(self, ctx: RequestContext) -> bool:
         body = ctx.body
@@ -171,35 +178,58 @@ class ResponseCache:
     async def _semantic(self, ctx: RequestContext, plan: CachePlan) -> None:
         assert self.embedder is not None
         question = plan.keys.question
-        try:
-            vector = await self.embedder.embed(question)
-        except Exception as exc:  # timeout, upstream error, odd payload: skip, never fail
-            self._failed("embed", type(exc).__name__, exc)
-            return self._result(ctx, "miss")
-        plan.vector = array("f", vector)
-        nonzero = sparse(plan.vector)
-        plan.simhash = self._projector(len(vector)).simhash(plan.vector, nonzero)
-        lists = [plan.prefix + "s:" + name for name in band_keys(plan.keys.context, plan.simhash)]
+        embedder = self.embedder
+        if isinstance(embedder, _Builtin):
+            nonzero = plan.nonzero = embedder.sparse_embed(question)
+            plan.dimensions = embedder.dimensions
+        else:
+            try:
+                vector = await embedder.embed(question)
+            except Exception as exc:  # timeout, upstream error, odd payload: skip, never fail
+                self._failed("embed", type(exc).__name__, exc)
+                return self._result(ctx, "miss")
+            plan.vector = array("f", vector)
+            plan.dimensions = len(vector)
+            nonzero = plan.nonzero = sparse(plan.vector)
+        plan.simhash = self._projector(plan.dimensions).simhash(plan.vector or (), nonzero)
+        lists = plan.lists = [
+            plan.prefix + "s:" + name for name in band_keys(plan.keys.context, plan.simhash)
+        ]
         band_lists = await self.store.read_lists(lists)
         names = close_items(band_lists, plan.simhash, _MAX_COMPARED)[:_MAX_COMPARED]
+        if not names:
+            return self._result(ctx, "miss")
         entries = await self.store.get_many([plan.prefix + "x:" + n for n in names])
         best: tuple[float, Entry] | None = None
         digits = digits_of(question)
-        for entry in entries:
-            if entry is None or entry.vector is None:
-                continue
-            similarity = cosine(plan.vector, entry.vector, nonzero)
+        for name, entry in zip(names, entries, strict=True):
+            if entry is None or entry.vector is None or len(entry.vector) != plan.dimensions:
+                continue  # not an entry, or another embedder's (before a reload)
+            similarity = cosine(plan.vector or (), entry.vector, nonzero)
             if similarity < self.threshold or (best is not None and similarity <= best[0]):
                 continue
             if other_digits(digits, entry.facts.get(DIGITS, "")):
                 continue  # other numbers: a near miss, known without the guard's full read
             if plan.facts is None:
                 plan.facts = facts(question)  # only when a candidate is close enough
-            if conflict(plan.facts, Facts.from_json(entry.facts)) is None:
+            if conflict(plan.facts, self._facts_of(name, entry.facts)) is None:
                 best = (similarity, entry)
         if best is None:
             return self._result(ctx, "miss")
         return self._hit(ctx, best[1], "hit_semantic", best[0])
+
+    def _facts_of(self, name: str, stored: dict[str, Any]) -> Facts:
+        """A candidate's facts: read from its question the first time it is a candidate
+        (saving an entry stores the question, not its facts: most are never compared)."""
+        question = stored.get(QUESTION)
+        if question is None:
+            return Facts.from_json(stored)  # written by an earlier version
+        found = self._facts.get(name)
+        if found is None:
+            if len(self._facts) >= _FACTS_KEPT:
+                self._facts.clear()
+            found = self._facts[name] = facts(question)
+        return found
 
     def _projector(self, dimensions: int) -> Projector:
         projector = self._projectors.get(dimensions)
@@ -234,24 +264,27 @@ class ResponseCache:
         if plan is None:
             return
         facts_json = None
-        if plan.vector is not None:
-            plan.facts = plan.facts or facts(plan.keys.question)
-            facts_json = plan.facts.to_json()
-            facts_json[DIGITS] = digits_of(plan.keys.question)
-        entry = Entry(answer.to_json(), plan.vector, facts_json, time.time())
-        if entry.size > self.settings.max_entry_bytes:
+        vector = plan.vector
+        if plan.lists is not None:  # a semantic entry
+            question = plan.keys.question
+            facts_json = {QUESTION: question, DIGITS: digits_of(question)}
+            if vector is None:
+                vector = array("f", bytes(4 * plan.dimensions))
+                for index, value in plan.nonzero or ():
+                    vector[index] = value
+        entry = Entry(answer.to_json(), vector, facts_json, time.time())
+        raw = entry.to_bytes()
+        if len(raw) > self.settings.max_entry_bytes:
             return
-        lists: Sequence[str] = ()
-        if plan.vector is not None:
-            lists = [plan.prefix + "s:" + n for n in band_keys(plan.keys.context, plan.simhash)]
         try:
             await self.store.put(
                 plan.prefix + "x:" + plan.keys.exact,
                 entry,
                 plan.ttl,
-                lists,
+                plan.lists or (),
                 (plan.keys.exact, plan.simhash),
                 self.settings.semantic.bucket_size,
+                raw,
             )
         except StoreUnavailable as exc:
             self._failed("store", "store_unavailable", exc)

@@ -36,6 +36,12 @@ class LruMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
         self.bytes = 0
 
     async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> Any:
+        return self.get_now(key)
+
+    async def _multi_get(self, keys: list[str], encoding: str = "utf-8", _conn: Any = None) -> Any:
+        return [self.get_now(key) for key in keys]
+
+    def get_now(self, key: str) -> Any:
         item = self._lru.get(key)
         if item is None:
             return None
@@ -45,15 +51,13 @@ class LruMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
         self._lru.move_to_end(key)
         return item[0]
 
-    async def _multi_get(self, keys: list[str], encoding: str = "utf-8", _conn: Any = None) -> Any:
-        return [await self._get(key) for key in keys]
-
     async def _set(
         self, key: str, value: Any, ttl: float | None = None, _cas_token: Any = None,
-        _conn: Any = None,
+        _conn: Any = None, size: int | None = None,
     ) -> bool:  # fmt: skip
         self._drop(key)
-        size = value.size if isinstance(value, Entry) else 0
+        if size is None:
+            size = value.size if isinstance(value, Entry) else 0
         self._lru[key] = (value, time.monotonic() + (ttl or float("inf")), size)
         self.bytes += size
         while len(self._lru) > self.max_items:
@@ -98,9 +102,11 @@ class MemoryCacheStore:
         return list(await self.entries._multi_get(list(keys))) if keys else []
 
     async def put(
-        self, key: str, entry: Entry, ttl: float, lists: Sequence[str], item: Item, cap: int
-    ) -> None:
-        await self.entries._set(key, entry, ttl=ttl)
+        self, key: str, entry: Entry, ttl: float, lists: Sequence[str], item: Item, cap: int,
+        raw: bytes | None = None,
+    ) -> None:  # fmt: skip
+        """`raw`: entry.to_bytes() when the caller has it already (its size is counted)."""
+        await self.entries._set(key, entry, ttl=ttl, size=None if raw is None else len(raw))
         for name in lists:
             bucket = self._lists.get(name)
             if bucket is None:
@@ -170,13 +176,15 @@ class RedisCacheStore:
         return [Entry.from_bytes(raw) if raw else None for raw in raws]
 
     async def put(
-        self, key: str, entry: Entry, ttl: float, lists: Sequence[str], item: Item, cap: int
-    ) -> None:
+        self, key: str, entry: Entry, ttl: float, lists: Sequence[str], item: Item, cap: int,
+        raw: bytes | None = None,
+    ) -> None:  # fmt: skip
         packed = pack_item(item)
+        value = entry.to_bytes() if raw is None else raw
 
         async def write() -> None:
             async with self.cache.client.pipeline(transaction=False) as pipe:
-                pipe.set(self.prefix + key, entry.to_bytes(), px=int(ttl * 1000))
+                pipe.set(self.prefix + key, value, px=int(ttl * 1000))
                 for name in lists:
                     full = self.prefix + name
                     pipe.lpush(full, packed)
