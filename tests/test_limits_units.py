@@ -309,7 +309,11 @@ async def test_a_tier_window_refuses_with_retry_after_and_its_headers() -> None:
     assert error.headers["retry-after"] == "1"  # whole seconds, rounded up
     assert error.headers["retry-after-ms"] == "500"
     assert error.headers["x-ratelimit-reset-requests"] == "500ms"
-    later(500)
+    later(499)
+    error = await parts.refused("std")
+    assert error.message.endswith("Try again in 1ms.")
+    assert (error.headers["retry-after"], error.headers["retry-after-ms"]) == ("1", "1")
+    later(1)
     assert (await parts.admit("std")).admission is not None
     assert (await parts.admit("free")).admission is None  # another key: unlimited
 
@@ -567,6 +571,7 @@ async def test_spend_tokens_and_budget_metrics() -> None:
     assert not [e for e in logs if e["event"].startswith("budget_")]
     with capture_logs() as logs:
         await parts.served("fifty", USAGE, provider="openai", model="gpt-4o-mini")  # 80 %
+        await parts.served("fifty", USAGE)  # free, at exactly 80 %: no line crossed
         await parts.served("fifty", USAGE, provider="openai", model="gpt-4o-mini")  # 100 %
     alerts = [(e["event"], e["log_level"], e["scope"], e["used_usd"], e["budget_usd"])
               for e in logs if e["event"].startswith("budget_")]  # fmt: skip
