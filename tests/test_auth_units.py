@@ -42,8 +42,7 @@ def auth_stage(
     return AuthStage(config.auth)
 
 
-ALL = auth_stage(
-    f"""
+EVERYONE = f"""
   api_keys: ["{PLAIN}", "{OTHER_PLAIN}"]
   admin_keys: ["{ADMIN}"]
   default_tier: standard
@@ -57,7 +56,11 @@ ALL = auth_stage(
       privacy_level: high
     - {{name: bob, sha256: {sha(BOB)}}}
 """
-)
+
+
+def everyone() -> AuthStage:
+    """An AuthStage of all the keys above, built in the test (as a mutation run needs)."""
+    return auth_stage(EVERYONE)
 
 
 def failure(error: GatewayError, status: int, code: str, message: str) -> None:
@@ -115,18 +118,18 @@ def test_headers_that_carry_no_key_say_what_is_wrong(
 
 def test_a_plain_key_is_known_by_its_fingerprint_with_the_default_tier() -> None:
     for key in (PLAIN, OTHER_PLAIN):
-        principal = ALL.authenticate(f"Bearer {key}".encode(), None)
+        principal = everyone().authenticate(f"Bearer {key}".encode(), None)
         assert principal == Principal(key_name(key), "standard")
-        assert principal == ALL.authenticate(None, key.encode())  # api-key: the same caller
+        assert principal == everyone().authenticate(None, key.encode())  # api-key: the same caller
         assert (principal.team, principal.models, principal.monthly_budget_usd) == ("", (), None)
         assert principal.privacy_level == ""
 
 
 def test_a_virtual_key_is_known_by_its_sha256() -> None:
-    alice = ALL.authenticate(f"Bearer {ALICE}".encode(), None)
+    alice = everyone().authenticate(f"Bearer {ALICE}".encode(), None)
     # The digest in the config was upper case with spaces around: it still matches.
     assert alice == Principal("alice", "gold", "research", ("demo", "mock:*"), 2.5, "high")
-    bob = ALL.authenticate(None, BOB.encode())
+    bob = everyone().authenticate(None, BOB.encode())
     assert bob == Principal("bob", "standard")  # no tier: auth.default_tier
 
 
@@ -136,21 +139,23 @@ def test_a_virtual_key_is_known_by_its_sha256() -> None:
 )
 def test_anything_else_is_an_invalid_key(key: str) -> None:
     with pytest.raises(AuthenticationFailed) as caught:
-        ALL.authenticate(b"Bearer " + key.encode(), None)
+        everyone().authenticate(b"Bearer " + key.encode(), None)
     failure(caught.value, 401, "invalid_api_key", "Invalid API key.")
 
 
 async def test_the_stage_puts_the_caller_on_the_request() -> None:
     ctx = RequestContext("req_1", "chat", "/chat/completions", [], 0.0)
     ctx.headers = [(b"content-type", b"application/json"), (b"api-key", ALICE.encode())]
-    await ALL(ctx)
+    await everyone()(ctx)
     assert ctx.key is not None and ctx.key.name == "alice" and ctx.principal == "alice"
     ctx.headers = [(b"authorization", f"Bearer {PLAIN}".encode()), (b"api-key", b"junk")]
-    await ALL(ctx)
-    assert ctx.principal == key_name(PLAIN) and ctx.key == ALL.authenticate(None, PLAIN.encode())
+    await everyone()(ctx)
+    assert ctx.principal == key_name(PLAIN) and ctx.key == everyone().authenticate(
+        None, PLAIN.encode()
+    )
     ctx.headers = [(b"api-key", b"junk")]
     with pytest.raises(AuthenticationFailed):
-        await ALL(ctx)
+        await everyone()(ctx)
 
 
 def test_with_no_client_keys_auth_is_off() -> None:
@@ -167,17 +172,17 @@ def test_with_no_client_keys_auth_is_off() -> None:
 
 
 def test_admin_keys_open_admin_endpoints_and_client_keys_do_not() -> None:
-    assert ALL.authenticate_admin(f"Bearer {ADMIN}".encode(), None) is None
-    assert ALL.authenticate_admin(None, ADMIN.encode()) is None
+    assert everyone().authenticate_admin(f"Bearer {ADMIN}".encode(), None) is None
+    assert everyone().authenticate_admin(None, ADMIN.encode()) is None
     for key in (PLAIN, ALICE):
         with pytest.raises(PermissionDenied) as caught:
-            ALL.authenticate_admin(None, key.encode())
+            everyone().authenticate_admin(None, key.encode())
         failure(caught.value, 403, "admin_key_required", NOT_ADMIN)
     with pytest.raises(AuthenticationFailed) as unknown:
-        ALL.authenticate_admin(b"Bearer sk-unknown", None)
+        everyone().authenticate_admin(b"Bearer sk-unknown", None)
     failure(unknown.value, 401, "invalid_api_key", "Invalid admin key.")
     with pytest.raises(AuthenticationFailed) as missing:
-        ALL.authenticate_admin(None, None)
+        everyone().authenticate_admin(None, None)
     failure(missing.value, 401, "invalid_api_key", f"Missing API key: {HOW}.")
     none = auth_stage(f'{{api_keys: ["{PLAIN}"]}}')
     with pytest.raises(AuthenticationFailed) as unset:
@@ -188,9 +193,9 @@ def test_admin_keys_open_admin_endpoints_and_client_keys_do_not() -> None:
 
 
 def test_principals_by_name() -> None:
-    assert ALL.principal_named("alice") == ALL.authenticate(None, ALICE.encode())
-    assert ALL.principal_named(key_name(PLAIN)) == Principal(key_name(PLAIN), "standard")
-    assert ALL.principal_named("carol") is None
-    assert ALL.principal_named("-") is None
-    names = [p.name for p in ALL.principals()]
+    assert everyone().principal_named("alice") == everyone().authenticate(None, ALICE.encode())
+    assert everyone().principal_named(key_name(PLAIN)) == Principal(key_name(PLAIN), "standard")
+    assert everyone().principal_named("carol") is None
+    assert everyone().principal_named("-") is None
+    names = [p.name for p in everyone().principals()]
     assert sorted(names) == sorted(["alice", "bob", key_name(PLAIN), key_name(OTHER_PLAIN)])

@@ -52,6 +52,7 @@ PLAIN = "sk-limits-plain"
 KEYS = {
     "free": "{}",
     "std": "{tier: standard}",
+    "std2": "{tier: standard}",
     "hourly": "{tier: hourly}",
     "daily": "{tier: daily}",
     "tok": "{tier: tokens}",
@@ -63,6 +64,7 @@ KEYS = {
     "r1": "{team: research}",
     "r2": "{team: research, monthly_budget_usd: 1}",
     "loner": "{team: solo}",
+    "ops:eve": "{monthly_budget_usd: 0.02}",
 }
 
 
@@ -71,7 +73,7 @@ def sha(key: str) -> str:
 
 
 ENTRIES = "\n".join(
-    f"    - {{name: {name}, sha256: {sha('sk-' + name)}, {opts[1:-1]}}}".replace(", }", "}")
+    f"    - {{name: '{name}', sha256: {sha('sk-' + name)}, {opts[1:-1]}}}".replace(", }", "}")
     for name, opts in KEYS.items()
 )
 CONFIG = f"""
@@ -97,8 +99,10 @@ providers:
     models: [gpt-4o-mini, unpriced-model]
   mock: {{type: mock, models: [demo]}}
   metered: {{type: mock, models: [metered-demo]}}
+  gauged: {{type: mock, models: [gauged-demo]}}
 provider_limits:
   metered: {{requests_per_minute: 2, tokens_per_minute: 3000}}
+  gauged: {{requests_per_minute: 1}}
 limits: {{default_completion_tokens: 100, lease_seconds: 30}}
 routing: {{default_model: demo}}
 pricing:
@@ -237,7 +241,17 @@ def test_amounts_in_messages() -> None:
     assert usd(100 * NANO) == "100"
 
 
-def test_the_month_changes_at_midnight_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A local time zone five hours behind UTC, so a local month would show."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_month_changes_at_midnight_utc(monkeypatch: pytest.MonkeyPatch, new_york: None) -> None:
     monkeypatch.setattr(limits_module, "_month", [0.0, ""])
     last = datetime(2027, 1, 31, 23, 59, 59, 500_000, tzinfo=UTC).timestamp()
     now = [last]
@@ -346,9 +360,22 @@ async def test_a_provider_limit_applies_to_every_key() -> None:
                "(requests_per_minute). Try again in 1m0s.")  # fmt: skip
     assert error.message == message and error.type == "requests"
     assert (await parts.admit("free")).admission is None  # another provider: no limit
+    # Each limited provider has windows of its own, and a refusal is no usage.
+    await parts.admit("free", provider="gauged", model="gauged-demo")
+    await parts.refused("free", provider="gauged", model="gauged-demo")
+    await parts.refused("free", provider="metered", model="metered-demo")
+    assert (await parts.usage("key:free"))["requests"] == 0
     # The key's own window was not spent by the refusal: both its requests still pass.
     assert headers(await parts.admit("std"))["x-ratelimit-remaining-requests"] == "1"
     assert headers(await parts.admit("std"))["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_each_key_has_windows_of_its_own() -> None:
+    parts = Parts()
+    await parts.admit("std")
+    await parts.admit("std")
+    await parts.refused("std")
+    assert headers(await parts.admit("std2"))["x-ratelimit-remaining-requests"] == "1"
 
 
 async def test_a_key_without_limits_is_not_admitted_but_its_usage_counts() -> None:
@@ -363,6 +390,7 @@ async def test_a_key_without_limits_is_not_admitted_but_its_usage_counts() -> No
             "requests": 1, "prompt_tokens": 4, "completion_tokens": 3, "cost_nano": 0,
             "unpriced": 0,
         }  # fmt: skip
+    assert (await parts.usage("team:"))["requests"] == 0  # keys with no team count for none
 
 
 async def test_no_key_no_limits_and_no_usage() -> None:
@@ -371,6 +399,11 @@ async def test_no_key_no_limits_and_no_usage() -> None:
     assert ctx.admission is None and ctx.admitted_provider == ""
     await parts.finish(ctx, 200, USAGE)
     assert ctx.cost_usd is None
+    # A request an earlier stage refused never reached the limits: settling it records nothing.
+    refused = parts.request("free", provider="openai", model="gpt-4o-mini")
+    await parts.finish(refused, 403)
+    assert refused.cost_usd is None
+    assert (await parts.usage("key:free"))["requests"] == 0
 
 
 # ------------------------------------------------------------------------------ tokens
@@ -598,6 +631,17 @@ async def test_spend_tokens_and_budget_metrics() -> None:
                         event="budget_warning") == 0  # fmt: skip
 
 
+async def test_a_key_name_with_a_colon_is_one_label() -> None:
+    parts = Parts()
+    await parts.served("ops:eve", USAGE, provider="openai", model="gpt-4o-mini")
+    assert parts.metric("gateway_budget_used_ratio", scope="key", name="ops:eve") == 0.5
+    await parts.served("ops:eve", USAGE, provider="openai", model="gpt-4o-mini")
+    labels = {"scope": "key", "name": "ops:eve", "event": "budget_exhausted"}
+    assert parts.metric("gateway_budget_alerts_total", **labels) == 1
+    error = await parts.refused("ops:eve")
+    assert "for key 'ops:eve' is spent" in error.message
+
+
 async def test_a_response_without_usage_is_charged_its_estimate() -> None:
     parts = Parts()
     body = {"max_tokens": 20}
@@ -622,9 +666,9 @@ async def test_an_unpriced_cloud_model_is_never_free() -> None:
         failed = await parts.admit("free", provider="openai", model="unpriced-model")
         await parts.finish(failed, 502)  # nothing came back: nothing to price
     assert parts.metric("gateway_unpriced_requests_total", provider="openai") == 2
-    assert [(e["event"], e["provider"], e["model"]) for e in logs] == [
-        ("unpriced_model", "openai", "unpriced-model")  # logged once
-    ]
+    assert [(e["event"], e["provider"], e["model"], e["hint"]) for e in logs] == [
+        ("unpriced_model", "openai", "unpriced-model", "add it under pricing: in the config")
+    ]  # logged once
     assert await parts.usage("key:free") == {
         "requests": 3, "prompt_tokens": 8, "completion_tokens": 6, "cost_nano": 0, "unpriced": 2,
     }  # fmt: skip
@@ -708,6 +752,7 @@ async def test_on_redis_a_failed_settlement_is_dropped_not_raised(redis_store: A
     assert parts.metric("gateway_usage_dropped_total") == 1
     assert parts.metric("gateway_redis_errors_total", op="settle") == 1
     assert [(e["event"], e["op"]) for e in logs] == [("redis_error", "settle")]
+    assert logs[0]["error"].startswith("ResponseError: WRONGTYPE")
 
 
 async def test_on_redis_limits_and_spend_work_the_same(redis_store: Any) -> None:

@@ -127,7 +127,7 @@ async def release(store: Any, scope: str, lease: str) -> None:
 
 
 def refused_by(admission: Admission, check: Check, window: Window | None) -> None:
-    assert not admission.ok and admission.windows == []
+    assert admission.ok is False and admission.windows == []
     assert admission.refused_check is check and admission.refused_window is window
     assert admission.refused_budget is None
     assert admission.concurrency is (window is None)
@@ -230,9 +230,11 @@ async def test_a_refusal_takes_nothing(store: Any) -> None:
     spent = Budget("key:a", "key 'a'", 100)
     await store.settle(Settlement([], (), "", UsageDelta(("key:a",), cost_nano=100)), MONTH)
     refused = await admit(store, key, budgets=(spent,), lease="l4")
-    assert not refused.ok and refused.refused_budget is spent and refused.refused_check is None
-    # The key holds two leases (l1, l3): full, and the refusal took no window.
+    assert refused.ok is False and refused.refused_budget is spent and refused.refused_check is None
+    # The key holds two leases (l1, l3): full, and the refusal took no window; the key is
+    # named, not the provider checked after it.
     refused_by(await admit(store, key, lease="l5"), key, None)
+    refused_by(await admit(store, key, provider, lease="l5"), key, None)
     await release(store, "key:a", "l1")
     assert (await admit(store, key, lease="l6")).windows[0].remaining == 2
 
@@ -295,6 +297,7 @@ async def test_concurrency_leases_are_held_released_and_lapse(store: Any) -> Non
     assert (await admit(store, other, lease="d1")).ok  # each scope has leases of its own
     await release(store, "key:c", "nobody")  # an unknown lease frees nothing
     await release(store, "key:d", "l1")  # nor does l1 released under another scope
+    await release(store, "key:never", "l1")  # nor under a scope that never held one
     refused_by(await admit(store, check, lease="l3", lease_ms=10_000), check, None)
     await release(store, "key:c", "l1")
     assert (await admit(store, check, lease="l3", lease_ms=20_000)).ok
@@ -378,15 +381,18 @@ async def test_a_budget_refuses_once_spent_until_the_month_changes(store: Any) -
     one = UsageDelta(("key:a", "team:t"), cost_nano=1)
     await store.settle(Settlement([], (), "", one), MONTH)
     refused = await admit(store, budgets=(key, team))
-    assert not refused.ok and refused.refused_budget is key and refused.refused_check is None
+    assert refused.ok is False and refused.refused_budget is key
+    assert refused.refused_check is None
     assert (await admit(store, budgets=(other, team))).ok  # the team has 4,000 left
     more = UsageDelta(("key:b", "team:t"), cost_nano=4_000)
     assert await store.settle(Settlement([], (), "", more), MONTH) == {
         "key:b": 4_000, "team:t": 5_000
     }  # fmt: skip
     refused = await admit(store, budgets=(other, team))
-    assert not refused.ok and refused.refused_budget is team  # the second budget, named
+    assert refused.ok is False and refused.refused_budget is team  # the second one, named
     assert (await admit(store, budgets=(key, team), month=NEXT_MONTH)).ok  # a new month
+    tiny = Budget("key:z", "key 'z'", 1)  # one nano-USD, nothing spent yet: admitted
+    assert (await admit(store, budgets=(tiny,))).ok
 
 
 async def test_settlement_without_usage_records_none(store: Any) -> None:
