@@ -400,10 +400,11 @@ async def test_no_key_no_limits_and_no_usage() -> None:
     await parts.finish(ctx, 200, USAGE)
     assert ctx.cost_usd is None
     # A request an earlier stage refused never reached the limits: settling it records nothing.
-    refused = parts.request("free", provider="openai", model="gpt-4o-mini")
-    await parts.finish(refused, 403)
-    assert refused.cost_usd is None
-    assert (await parts.usage("key:free"))["requests"] == 0
+    for parts in (Parts(), Parts("state: {on_redis_error: deny}\n")):
+        refused = parts.request("free", provider="openai", model="gpt-4o-mini")
+        await parts.finish(refused, 403)
+        assert refused.cost_usd is None
+        assert (await parts.usage("key:free"))["requests"] == 0
 
 
 # ------------------------------------------------------------------------------ tokens
