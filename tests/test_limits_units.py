@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
@@ -704,6 +705,23 @@ async def test_redis_unreachable_under_allow_serves_without_limits() -> None:
     assert errors[0]["log_level"] == "error" and errors[0]["op"] == "admit"
     assert errors[0]["on_redis_error"] == "allow"
     assert errors[0]["error"].startswith("ConnectionError: ")
+    await store.redis.aclose()
+
+
+async def test_redis_errors_are_logged_at_most_once_in_10_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seconds = [1_000.0]  # the limit stage's monotonic clock; the rest keep the real one
+    fake = SimpleNamespace(monotonic=lambda: seconds[0], time=time.time)
+    monkeypatch.setattr(limits_module, "time", fake)
+    store = dead_store()
+    parts = Parts(store=store)
+    with capture_logs() as logs:
+        for now in (1_000.0, 1_005.0, 1_010.0, 1_010.5, 1_020.0, 1_020.6):
+            seconds[0] = now
+            await parts.admit("std")
+    assert parts.metric("gateway_redis_errors_total", op="admit") == 6
+    assert len([e for e in logs if e["event"] == "redis_error"]) == 3  # at 1000, 1010.5, 1020.6
     await store.redis.aclose()
 
 
