@@ -29,6 +29,7 @@ from gateway.catalog import Target
 from gateway.context import RequestContext
 from gateway.drain import SHUTTING_DOWN
 from gateway.errors import CircuitOpen, GatewayError, KeptLocal, UpstreamError
+from gateway.providers.upstream import read_all
 from gateway.restore import RestoringStream, restore_body
 from gateway.stores import NANO
 from gateway.wire import (
@@ -386,7 +387,7 @@ class ProxyEndpoint:
     async def _read_json(self, provider: Provider, upstream: httpx.Response) -> tuple[bytes, Any]:
         """The upstream's whole body and its JSON; one that is not JSON is a 502."""
         try:
-            body = await upstream.aread()
+            body = await read_all(upstream)
         except httpx.HTTPError as exc:
             raise self._upstream_failed(provider, exc) from None
         try:
