@@ -63,6 +63,21 @@ def get_logger() -> Any:
     return structlog.get_logger("gateway")
 
 
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per label set: labels() validates and locks
+    on every call (a few us), and the request path makes about ten such calls."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        if len(_CHILDREN) >= 10_000:  # label sets are bounded; this only guards memory
+            _CHILDREN.clear()
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
 class Metrics:
     """The gateway's metrics, in `registry`; /metrics renders `exposition`.
 

@@ -27,7 +27,7 @@ from gateway.chain.limits import LimitStage
 from gateway.config import ConfigError, GatewayConfig, load_config, workers_problems
 from gateway.context import RequestContext
 from gateway.feed import DecisionFeed
-from gateway.observability import Metrics, configure_logging, get_logger
+from gateway.observability import Metrics, child, configure_logging, get_logger
 from gateway.pricing import Pricing
 from gateway.providers import Provider
 from gateway.providers.breaker import OPEN, STATE_VALUES, CircuitBreaker
@@ -115,22 +115,22 @@ class Gateway:
         m = self.metrics
         stream = "true" if ctx.stream else "false"
         status = "499" if ctx.status == 499 else f"{ctx.status // 100}xx"
-        m.requests.labels(ctx.endpoint, provider, model, stream, status).inc()
+        child(m.requests, ctx.endpoint, provider, model, stream, status).inc()
         if ctx.error_code in _REJECTIONS:
-            m.rejections.labels(_REJECTIONS[ctx.error_code]).inc()
-        m.latency.labels(ctx.endpoint, provider, stream).observe(now - ctx.started)
+            child(m.rejections, _REJECTIONS[ctx.error_code]).inc()
+        child(m.latency, ctx.endpoint, provider, stream).observe(now - ctx.started)
         if ctx.first_byte_at is not None:
-            m.ttfb.labels(ctx.endpoint, provider, stream).observe(ctx.first_byte_at - ctx.started)
+            child(m.ttfb, ctx.endpoint, provider, stream).observe(ctx.first_byte_at - ctx.started)
         if ctx.upstream_started is not None:
             waited = (ctx.upstream_done or now) - ctx.upstream_started
-            m.upstream_latency.labels(ctx.endpoint, provider, stream).observe(waited)
+            child(m.upstream_latency, ctx.endpoint, provider, stream).observe(waited)
         if ctx.usage:
             for kind in ("prompt_tokens", "completion_tokens"):
                 value = ctx.usage.get(kind)
                 if isinstance(value, int) and value > 0:
-                    m.tokens.labels(provider, model, kind.removesuffix("_tokens")).inc(value)
+                    child(m.tokens, provider, model, kind.removesuffix("_tokens")).inc(value)
         if ctx.route_rule:
-            m.decisions.labels(ctx.route_rule, provider).inc()
+            child(m.decisions, ctx.route_rule, provider).inc()
             if self._log_info:
                 self.log.info("routing_decision", **decision_fields(ctx))
         self.feed.record(ctx, now)

@@ -23,6 +23,7 @@ from gateway.cache.index import Entry, Projector, band_keys, close_items, sparse
 from gateway.cache.keys import CacheKeys, cache_keys
 from gateway.cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.config import GatewayConfig
+from gateway.observability import child
 from gateway.stores import NANO, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class ResponseCache:
         assert self.embedder is not None
         question = plan.keys.question
         embedder = self.embedder
+        nonzero: list[tuple[int, float]] | None
         if isinstance(embedder, _Builtin):
             nonzero = plan.nonzero = embedder.sparse_embed(question)
             plan.dimensions = embedder.dimensions
@@ -256,7 +258,7 @@ class ResponseCache:
 
     def _result(self, ctx: RequestContext, status: str) -> None:
         ctx.cache_status = status
-        self.metrics.cache_lookups.labels(status).inc()
+        child(self.metrics.cache_lookups, status).inc()
 
     async def save(self, ctx: RequestContext, answer: Answer) -> None:
         """File a completed answer (after its last byte reached the client)."""
