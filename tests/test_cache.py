@@ -515,11 +515,14 @@ def test_replicas_share_the_cache_through_redis(
         tag = uuid.uuid4().hex[:6]
         question = f"How do I undo the last git commit? ({tag})"
         assert status(ask(first, KEYS["alice"], question)) == "miss"
+        # The answer is stored just after its last byte: on a loaded machine the second
+        # gateway may ask before it is there (a miss of its own) and then hit.
         wait_until(lambda: status(ask(second, KEYS["alice"], question)) == "hit-exact", "shared")
+        calls = upstream_calls(fake_upstream, f"({tag})")
         paraphrase = f"how can I undo my last git commit ({tag})"
         assert status(ask(second, KEYS["alice"], paraphrase)) == "hit-semantic"
         assert status(ask(second, KEYS["bob"], question)) == "miss"
-        assert upstream_calls(fake_upstream, f"({tag})") == 2
+        assert upstream_calls(fake_upstream, f"({tag})") == calls + 1  # bob's miss only
     finally:
         first.process.stop()
         second.process.stop()

@@ -657,7 +657,7 @@ async def test_a_miss_is_stored_and_then_an_exact_hit() -> None:
     ctx = await c.ask("What is the capital of France?")
     assert ctx.cache_status == "miss" and ctx.cached is None
     plan = ctx.cache_plan
-    assert plan is not None and plan.vector is not None and plan.ttl == 60  # alice's TTL
+    assert plan is not None and plan.lists is not None and plan.ttl == 60  # alice's TTL
     assert plan.prefix == tenant_prefix("key:alice")
     stored = await c.answer(ctx)
     assert c.metric("gateway_cache_stores_total") == 1
@@ -777,7 +777,7 @@ async def test_responses_requests_use_the_exact_layer() -> None:
         assert ctx.cache_status == status, items
         assert (ctx.cache_plan is not None) == (status == "miss")
     ctx = await c.ask(body={"input": "What is 2+2?"}, endpoint="responses")
-    assert ctx.cache_plan is not None and ctx.cache_plan.vector is None  # exact only
+    assert ctx.cache_plan is not None and ctx.cache_plan.lists is None  # exact only
     await c.answer(ctx)
     assert (await c.ask(body={"input": "What is 2+2?"}, endpoint="responses")).cached
 
@@ -861,14 +861,14 @@ async def test_a_request_kept_local_is_never_shared_nor_sent_to_a_cloud_embedder
     c = Cache("cache: {scope: shared}")
     ctx = await c.ask("My diagnosis is diabetes, what now?", keep_local=True)
     assert ctx.cache_plan is not None and ctx.cache_plan.prefix == tenant_prefix("key:alice")
-    assert ctx.cache_plan.vector is not None  # the built-in embedder is local
+    assert ctx.cache_plan.lists is not None  # the built-in embedder is local
     await c.answer(ctx)
     assert (await c.ask("My diagnosis is diabetes, what now?", who="bob")).cached is None
     cloud = Cache("cache: {semantic: {embedder: 'cloud:text-embedding-3-small'}}")
     assert cloud.cache.threshold == NEURAL_THRESHOLD == 0.93
     local = await cloud.ask("My diagnosis is diabetes, what now?", keep_local=True)
     assert local.cache_status == "miss" and local.cache_plan is not None
-    assert local.cache_plan.vector is None  # never embedded
+    assert local.cache_plan.lists is None  # never embedded
     assert cloud.errors("embed") == 0
 
 
@@ -877,7 +877,7 @@ async def test_an_embedder_failure_is_a_miss_and_counted() -> None:
     assert c.cache.threshold == 0.9
     ctx = await c.ask("Why is the sky blue?")
     assert ctx.cache_status == "miss" and ctx.cache_plan is not None
-    assert ctx.cache_plan.vector is None
+    assert ctx.cache_plan.lists is None
     assert c.errors("embed") == 1
     await c.answer(ctx)  # stored for exact hits
     assert (await c.ask("Why is the sky blue?")).cache_status == "hit_exact"
@@ -906,14 +906,14 @@ async def test_semantic_off_long_questions_and_images_are_exact_only() -> None:
     short = Cache("cache: {semantic: {max_question_chars: 40}}")
     at_limit = "How do I reverse a list in Python? Quick"  # 40 characters
     assert len(at_limit) == 40
-    assert (await short.ask(at_limit)).cache_plan.vector is not None
-    assert (await short.ask(at_limit + "!")).cache_plan.vector is None
+    assert (await short.ask(at_limit)).cache_plan.lists is not None
+    assert (await short.ask(at_limit + "!")).cache_plan.lists is None
     image = [{"type": "text", "text": "What is this?"}, {"type": "image_url",
              "image_url": {"url": "data:image/png;base64,AA=="}}]  # fmt: skip
     ctx = await Cache().ask(
         body={"temperature": 0, "messages": [{"role": "user", "content": image}]}
     )
-    assert ctx.cache_status == "miss" and ctx.cache_plan.vector is None
+    assert ctx.cache_status == "miss" and ctx.cache_plan.lists is None
 
 
 async def test_an_answer_larger_than_max_entry_bytes_is_not_stored() -> None:

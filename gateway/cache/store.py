@@ -159,7 +159,11 @@ class RedisCacheStore:
         self._outage = Outage()
 
     async def _run(self, call: Any) -> Any:
-        self._outage.check()
+        try:
+            self._outage.check()
+        except StoreUnavailable:
+            call.close()  # never started: no "coroutine was never awaited" warning
+            raise
         try:
             return await call
         except Exception as exc:  # connection, timeout or server errors alike
