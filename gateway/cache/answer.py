@@ -52,6 +52,11 @@ def answer_from_body(raw: bytes) -> Answer | None:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    return answer_from_data(body)
+
+
+def answer_from_data(body: Any) -> Answer | None:
+    """The same from the body already parsed."""
     if not isinstance(body, dict) or body.get("object") != "chat.completion":
         return None
     choices = body.get("choices")
