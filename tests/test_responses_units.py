@@ -10,6 +10,7 @@ mutation run of gateway/responses/* (docs/TESTING.md) has in-process tests to ru
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -1803,3 +1804,359 @@ def test_native_stream_restores_calls_and_done_items() -> None:
     assert events[3]["item"]["arguments"] == restored
     assert events[4]["item"]["content"][0]["text"] == 'Hi Ada "L"'
     assert [e["sequence_number"] for e in events] == list(range(5))
+
+
+# ------------------------------------------------------------------ what the mutation run showed
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"instructions": 5}, "'instructions': expected a string, got an integer"),
+        ({"reasoning": "high"}, "'reasoning': expected an object, got a string"),
+        ({"tools": {}}, "'tools': expected an array of tools, got an object"),
+        ({"tools": [1]}, "'tools[0]': expected an object, got an integer"),
+        (
+            {"tools": [{"type": "function", "name": "f", "description": 1}]},
+            "'tools[0].description': expected a string, got an integer",
+        ),
+        (
+            {"tools": [{"type": "function", "name": 1}]},
+            "'tools[0].name': expected a string, got an integer",
+        ),
+        ({"text": []}, "'text': expected an object, got an array"),
+        ({"text": {"format": "x"}}, "'text.format': expected an object, got a string"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "n", "schema": "s"}}},
+            "'text.format.schema': expected an object, got a string",
+        ),
+        ({"input": 3}, "'input': expected a string or an array of input items, got an integer"),
+        ({"input": ["x"]}, "'input[0]': expected an object, got a string"),
+        ({"input": [{"type": 3}]}, "'input[0].type': expected a string, got an integer"),
+        (
+            {"input": [{"role": "user", "content": 3}]},
+            "'input[0].content': expected a string or an array of content parts, got an integer",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": 3}]},
+            "'input[0].content': expected a string or an array of content parts, got an integer",
+        ),
+        (
+            {"input": [{"role": "user", "content": [3]}]},
+            "'input[0].content[0]': expected an object, got an integer",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": 3}]}]},
+            "'input[0].content[0].type': expected a string, got an integer",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "Missing required parameter: 'input[0].content[0].text'.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": 3}]}]},
+            "'input[0].content[0].image_url': expected a string (a URL or a data URL), got an integer",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [3]}]},
+            "'input[0].content[0]': expected an object, got an integer",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [{"type": "output_text", "text": 3}]}]},
+            "'input[0].content[0].text': expected a string, got an integer",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [{"type": "audio"}]}]},
+            "Supported values are: 'output_text', 'refusal'.",
+        ),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {}}]},
+            "'input[0].arguments': expected a string, got an object",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": {}}]},
+            "'input[0].output': expected a string or an array of content parts, got an object",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": [3]}]},
+            "'input[0].output[0]': expected an object, got an integer",
+        ),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c",
+                        "output": [{"type": "input_text"}],
+                    }
+                ]
+            },
+            "Missing required parameter: 'input[0].output[0].text'.",
+        ),
+        (
+            {
+                "input": [
+                    {"type": "function_call_output", "call_id": "c", "output": [{"type": "x"}]}
+                ]
+            },
+            "Supported values are: 'input_text'.",
+        ),
+        ({"background": True}, "Background responses are not supported on this model"),
+    ],
+)
+def test_each_refusal_says_what_was_expected(body: dict[str, Any], message: str) -> None:
+    error = refused({"model": "m", "input": "x", **body})
+    if message.startswith("'"):
+        assert error.message.startswith(f"Invalid type for {message}."), error.message
+        assert error.code == "invalid_type"
+    elif message.startswith("Missing"):
+        assert error.message == message and error.code == "missing_required_parameter"
+    else:
+        assert error.message.startswith(message) or error.message.endswith(message)
+
+
+async def test_stage_refusals_say_what_was_expected() -> None:
+    for field in ("instructions", "previous_response_id"):
+        with pytest.raises(InvalidRequest) as caught:
+            await ConversationStage(MemoryResponseStore(3600, 10))(
+                context({"input": "x", field: 5})
+            )
+        assert caught.value.message == (
+            f"Invalid type for '{field}': expected a string, got an integer."
+        )
+
+
+async def test_previous_not_found_says_why() -> None:
+    with pytest.raises(NotFound) as caught:
+        stage = ConversationStage(MemoryResponseStore(3600, 10))
+        await stage(context({"input": "x", "previous_response_id": "resp_gone"}))
+    assert caught.value.message == (
+        "Previous response with id 'resp_gone' not found. The gateway keeps responses for "
+        "responses.store_ttl_seconds, only for the key that made them, and never those made "
+        "with store: false."
+    )
+
+
+async def test_the_stage_recomputes_what_the_merged_request_needs() -> None:
+    store = MemoryResponseStore(3600, 10)
+    image = {"type": "input_image", "image_url": "https://x/a.png"}
+    await stored(store, "key:alice", [{"role": "user", "content": [image]}])
+    text = {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}}
+    ctx = context({"input": "and now?", "previous_response_id": "resp_0", "text": text})
+    await ConversationStage(store)(ctx)
+    assert {"vision", "json_schema"} <= ctx.needs  # the earlier turn's image counts
+
+
+async def test_an_unreachable_store_says_why() -> None:
+    dead = dead_redis()
+    with pytest.raises(StoreUnavailable) as caught:
+        await RedisResponseStore(dead, "p:", 60).get("r")
+    assert "ConnectionError" in str(caught.value) and "Connect" in str(caught.value)
+    await dead.aclose()
+
+
+def test_refusal_parts_are_listed_as_refusals() -> None:
+    item = {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}
+    (listed,) = input_items({"input": [item]})
+    assert listed["content"] == [{"type": "refusal", "refusal": "No."}]
+
+
+def test_stream_usage_is_none_until_the_upstream_sends_it() -> None:
+    stream, _ = run(sse(delta("a"), b"[DONE]"))
+    assert stream.usage is None
+
+
+def test_stream_nothing_after_a_failure_at_close() -> None:
+    # [DONE] waiting for its blank line when a line over 16 MB failed the stream.
+    stream = ResponseStream({"model": "m"}, "resp_1", CREATED)
+    out = stream.feed(b"data: [DONE]\n" + b"x" * ((1 << 24) + 1))
+    assert kinds(events_of(out))[-1] == "failed"
+    assert stream.close() == b""
+
+
+def test_an_empty_text_part_is_an_empty_cached_text() -> None:
+    answer = answer_from_response(native_response([text_message("")]))
+    assert answer is not None and answer.message["content"] == ""
+
+
+def test_restore_reports_a_change_anywhere_in_the_output() -> None:
+    placeholders = {"[X_1]": "secret"}
+    texts = {"output": [text_message("[X_1]"), text_message("plain")]}
+    assert restore_response(texts, placeholders) is True
+    calls = {
+        "output": [
+            {"type": "function_call", "arguments": '"[X_1]"'},
+            {"type": "function_call", "arguments": "{}"},
+        ]
+    }
+    assert restore_response(calls, placeholders) is True
+
+
+def split_events(raw: bytes) -> list[dict[str, Any]]:
+    """Native SSE as sent: every block an `event:` line naming the data's type, then data."""
+    events = []
+    assert raw == b"" or raw.endswith(b"\n\n")
+    for block in raw.split(b"\n\n")[:-1]:
+        name, data = block.split(b"\n")
+        event = orjson.loads(data.removeprefix(b"data: "))
+        assert name == b"event: " + event["type"].encode(), block
+        events.append(event)
+    return events
+
+
+def spaced(event: dict[str, Any]) -> bytes:
+    """An event as a server may format it (spaces after separators, which orjson drops)."""
+    name: str = event["type"]
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n"
+
+
+def test_native_events_unchanged_keep_their_bytes() -> None:
+    placeholders = {"[X_1]": "secret"}
+    created = {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": native_response([], "in_progress"),
+    }
+    added = {
+        "type": "response.output_item.added",
+        "sequence_number": 1,
+        "output_index": 0,
+        "item": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        },
+    }
+    no_delta = {"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_1"}
+    raw = spaced(created) + spaced(added) + spaced(no_delta)
+    for chosen in (None, placeholders):
+        stream = NativeStream(None, chosen)
+        assert stream.feed(raw) == raw
+    # Two data lines make one event.
+    two_lines = b'event: response.output_item.added\ndata: {"type": "response.output_item.added",\ndata: "sequence_number": 0}\n\n'
+    stream = NativeStream(None, None)
+    assert stream.feed(two_lines) == two_lines and not stream.garbage
+    assert stream.sequence == 0
+
+
+def test_native_garbage_is_never_sent() -> None:
+    text = {"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "delta": "a"}
+    first = spaced({**text, "sequence_number": 0})
+    stream = NativeStream(None, None)
+    assert stream.feed(first + b"data: {oops\n\n" + first) == first
+    assert stream.garbage
+
+
+def test_native_crlf_events_in_one_chunk() -> None:
+    events = [
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": native_response([], "in_progress"),
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "item_id": "m",
+            "output_index": 0,
+            "delta": "a",
+        },
+    ]
+    raw = b"".join(spaced(e).replace(b"\n", b"\r\n") for e in events)
+    stream = NativeStream(None, None)
+    out = stream.feed(raw)
+    assert not stream.garbage and [e["type"] for e in split_events(out)] == [
+        e["type"] for e in events
+    ]
+
+
+def test_native_terminal_and_other_response_events_are_restored_and_echo_the_id() -> None:
+    placeholders = {"[X_1]": 'a "q"'}
+    created = {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": native_response([], "in_progress"),
+    }
+    done = {
+        "type": "response.completed",
+        "sequence_number": 1,
+        "response": native_response([text_message("Hi [X_1]")]),
+    }
+    stream = NativeStream("resp_prev", placeholders)
+    events = split_events(stream.feed(spaced(created) + spaced(done)))
+    assert [e["response"]["previous_response_id"] for e in events] == ["resp_prev", "resp_prev"]
+    assert events[1]["response"]["output"][0]["content"][0]["text"] == 'Hi a "q"'
+    assert stream.response is not None
+    assert stream.response["output"][0]["content"][0]["text"] == 'Hi a "q"'
+    # No previous id: the restored response alone is a change.
+    stream = NativeStream(None, placeholders)
+    events = split_events(stream.feed(spaced(done)))
+    assert events[0]["response"]["output"][0]["content"][0]["text"] == 'Hi a "q"'
+
+
+def test_native_text_with_quotes_and_tails_held_back_in_two_items() -> None:
+    """Text deltas get the values as they are (not JSON-escaped); a tail held back at each
+    item's end goes out before its `.done`, every later event renumbered."""
+    placeholders = {"[X_1]": 'a "q"'}
+    events: list[dict[str, Any]] = []
+    for item in ("msg_1", "msg_2"):
+        where = {"item_id": item, "output_index": 0, "content_index": 0}
+        events += [
+            {"type": "response.output_text.delta", **where, "delta": "Hi [X_1] [X", "logprobs": []},
+            {"type": "response.output_text.done", **where, "text": "Hi [X_1] [X", "logprobs": []},
+        ]
+    raw = b"".join(spaced({**e, "sequence_number": i}) for i, e in enumerate(events))
+    stream = NativeStream(None, placeholders)
+    out = split_events(stream.feed(raw))
+    for event in out:
+        EVENT.validate_python(event)
+    assert [e["type"].rsplit(".", 1)[1] for e in out] == ["delta", "delta", "done"] * 2
+    assert [e["sequence_number"] for e in out] == list(range(6))
+    assert [e["delta"] for e in out if "delta" in e] == ['Hi a "q" ', "[X"] * 2
+    assert [e["text"] for e in out if "text" in e] == ['Hi a "q" [X'] * 2
+
+
+def test_native_arguments_cut_inside_a_placeholder() -> None:
+    """A call cut short (max_output_tokens) where its arguments end like a placeholder: the
+    held-back tail still goes out before `.done`."""
+    args = {"item_id": "fc_1", "output_index": 0}
+    raw = spaced(
+        {
+            "type": "response.function_call_arguments.delta",
+            "sequence_number": 0,
+            **args,
+            "delta": '{"to": "[EM',
+        }
+    )
+    raw += spaced(
+        {
+            "type": "response.function_call_arguments.done",
+            "sequence_number": 1,
+            **args,
+            "arguments": '{"to": "[EM',
+        }
+    )
+    stream = NativeStream(None, {"[EMAIL_1]": "ada@example.com"})
+    out = split_events(stream.feed(raw))
+    assert [e["type"].rsplit(".", 1)[1] for e in out] == ["delta", "delta", "done"]
+    assert (
+        "".join(e["delta"] for e in out[:2]) == '{"to": "[EM'
+        and out[2]["arguments"] == '{"to": "[EM'
+    )
+
+
+def test_native_done_without_deltas() -> None:
+    placeholders = {"[X_1]": "secret"}
+    where = {"item_id": "msg_9", "output_index": 0, "content_index": 0}
+    done = {
+        "type": "response.output_text.done",
+        "sequence_number": 0,
+        **where,
+        "text": "[X_1]",
+        "logprobs": [],
+    }
+    stream = NativeStream(None, placeholders)
+    out = split_events(stream.feed(spaced(done)))
+    assert [e["type"] for e in out] == ["response.output_text.done"] and out[0]["text"] == "secret"
