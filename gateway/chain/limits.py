@@ -61,7 +61,8 @@ def duration(ms: int) -> str:
         return f"{max(ms, 0)}ms"
     seconds = ms / 1000
     if seconds < 60:
-        return f"{seconds:.3g}s"
+        shown = f"{seconds:.3g}"  # 59.95 s rounds to 60: say it as a minute
+        return f"{shown}s" if shown != "60" else "1m0s"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
