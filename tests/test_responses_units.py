@@ -1797,7 +1797,7 @@ def test_native_stream_restores_calls_and_done_items() -> None:
         {"type": "response.output_item.done", "output_index": 1, "item": message},
     )
     stream = NativeStream(None, placeholders)
-    events = native_events(b"".join(stream.feed(raw[i : i + 5]) for i in range(0, len(raw), 5)))
+    events = split_events(b"".join(stream.feed(raw[i : i + 5]) for i in range(0, len(raw), 5)))
     restored = orjson.dumps({"n": 'Ada "L"'}).decode().replace(":", ": ")
     assert "".join(e["delta"] for e in events[:2]) == restored
     assert events[2]["arguments"] == restored
