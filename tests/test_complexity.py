@@ -285,6 +285,12 @@ def test_unusual_text() -> None:
 # ------------------------------------------------------------------------------- settings
 
 
+def test_a_score_at_the_threshold_is_not_complex() -> None:
+    """Strictly greater than the threshold is complex."""
+    assert not SCORER.is_complex(ComplexityResult(THRESHOLD, {}))
+    assert SCORER.is_complex(ComplexityResult(THRESHOLD + 1e-9, {}))
+
+
 def test_settings_override_threshold() -> None:
     result = score("Explain how a hash map works.")
     assert not SCORER.is_complex(result)
@@ -322,6 +328,175 @@ def test_invalid_settings_are_refused(kwargs: dict[str, Any]) -> None:
 def test_invalid_weight_is_refused() -> None:
     with pytest.raises(ValueError):
         ComplexityWeights(code=2.0)
+
+
+# ------------------------------------------------- edges the mutation run (mutmut) showed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": 1.5}, "complexity threshold must be in [0, 1], got 1.5"),
+        ({"depth_full": 1}, "complexity setting 'depth_full' must be at least 2"),
+        ({"questions_full": 1}, "complexity setting 'questions_full' must be at least 2"),
+        ({"code_full": 0}, "complexity setting 'code_full' must be at least 1"),
+    ],
+)
+def test_invalid_settings_say_why(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        ComplexitySettings(**kwargs)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": 0.0}, {"threshold": 1.0}, {"questions_full": 2}, {"depth_full": 2},
+        {"length_full_tokens": 1}, {"sentence_full_words": 1}, {"terms_full": 1},
+        {"code_full": 1}, {"math_full": 1},
+    ],
+)  # fmt: skip
+def test_settings_at_their_bounds_are_accepted(kwargs: dict[str, Any]) -> None:
+    ComplexitySettings(**kwargs)
+
+
+def test_an_invalid_weight_is_named() -> None:
+    with pytest.raises(ValueError) as raised:
+        ComplexityWeights(code=2.0)
+    assert str(raised.value) == "complexity weight 'code' must be in [0, 1], got 2.0"
+
+
+def test_the_score_is_the_documented_formula() -> None:
+    """score = min(1, (0.3 length + 0.5 sentences)(1 - 0.5 rewrite) + the other factors
+    at their weights); a scorer built here, so every part of it is the code under test."""
+    scorer = ComplexityScorer()
+    weights = {"terms": 0.8, "questions": 0.7, "code": 0.6, "math": 0.8, "depth": 0.1,
+               "tools": 0.1, "structured": 0.1}  # fmt: skip
+    for text in ("Please translate this short note.", "Explain why x^2 grows? And how?", "hi"):
+        result = scorer.score("chat", chat(text, {"role": "user", "content": "a"}))
+        f = result.factors
+        size = (0.3 * f["length"] + 0.5 * f["sentences"]) * (1 - 0.5 * f["rewrite"])
+        rest = sum(w * f[name] for name, w in weights.items())
+        assert result.score == pytest.approx(min(1.0, size + rest)), text
+    assert scorer.score("chat", chat("Please translate this.")).factors["rewrite"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "factor", "value"),
+    [
+        ("x" * 1000, "length", 0.5),  # 250 estimated tokens of 500
+        ("one two three\n\nfour five six", "sentences", 6 / 2 / 25),  # a blank line: one break
+        ("a b c d e f\n", "sentences", 6 / 25),  # a trailing break ends nothing
+        ("One two three. Four five six?", "sentences", 6 / 2 / 25),  # the final "?" ends one
+        ("One two three. Four five six?\n", "sentences", 6 / 2 / 25),
+        ("Why? How?", "questions", 0.5),
+        ("Why? How? When? Where? Who?", "questions", 1.0),
+        ("a == b", "code", 0.25),
+        ("x\n\tfoo()\n\tbar()", "code", 0.5),  # tab-indented lines
+        ("What is a matrix", "math", 1 / 3),
+        ("a == b; c != d; e && f; g || h; then ∫ √ π", "math", 1.0),  # after full code
+        ("a == b; c != d; e && f; g || h; then ∫ √ π", "code", 1.0),
+    ],
+)
+def test_factor_values(text: str, factor: str, value: float) -> None:
+    assert score(text).factors[factor] == pytest.approx(value)
+
+
+def test_context_factors_of_a_chat() -> None:
+    turn = {"role": "user", "content": "earlier"}
+    assert score("now", turn).factors["depth"] == pytest.approx(1 / 9)
+    assert score("now", *[turn] * 9).factors["depth"] == 1.0
+    assert score("now", *[turn] * 20).factors["depth"] == 1.0
+    shallow = ComplexityScorer(ComplexitySettings(depth_full=2))
+    assert shallow.score("chat", chat("now", turn)).factors["depth"] == 1.0
+    legacy = score("now", functions=[{"name": "f", "parameters": {}}])
+    assert legacy.factors["tools"] == 1.0
+    assert score("now", response_format={"type": ["json_schema"]}).factors["structured"] == 0.0
+
+
+def test_completions_have_no_context_factors() -> None:
+    factors = SCORER.score("completions", {"prompt": "Explain and compare."}).factors
+    assert (factors["depth"], factors["tools"], factors["structured"]) == (0.0, 0.0, 0.0)
+    assert factors["terms"] == 1.0
+
+
+def test_responses_are_scored_like_chat() -> None:
+    body = {
+        "input": [
+            {"role": "user", "content": "earlier"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "Explain and compare."},
+                                         {"type": "input_image", "image_url": "https://x/a.png"}]},
+        ],
+        "tools": [{"type": "function", "name": "f"}],
+        "text": {"format": {"type": "json_schema", "name": "r", "schema": {}}},
+    }  # fmt: skip
+    result = SCORER.score("responses", body)
+    assert result.factors["terms"] == 1.0
+    assert result.factors["depth"] == pytest.approx(1 / 9)
+    assert result.factors["tools"] == 1.0 and result.factors["structured"] == 1.0
+    assert result == SCORER.score("chat", {
+        "messages": [{"role": "user", "content": "earlier"},
+                     {"role": "user", "content": "Explain and compare."}],
+        "tools": [{"type": "function"}],
+        "response_format": {"type": "json_schema"},
+    })  # fmt: skip
+    bare = SCORER.score("responses", {"input": "Explain and compare."}).factors
+    assert (bare["depth"], bare["tools"], bare["structured"], bare["terms"]) == (0, 0, 0, 1)
+    json_object = {"input": "hi", "text": {"format": {"type": "json_object"}}}
+    assert SCORER.score("responses", json_object).factors["structured"] == 0.5
+    assert SCORER.score("responses", {"input": "hi", "text": "plain"}).factors["structured"] == 0
+    for empty in ({"input": 5}, {"input": [{"role": "assistant", "content": "x"}]}):
+        assert SCORER.score("responses", empty).score == 0.0
+
+
+def test_terms_with_non_ascii_letters_and_phrase_rewrite_terms() -> None:
+    scorer = ComplexityScorer(
+        ComplexitySettings(terms=("naïve", "résumé", "banana"), rewrite_terms=("clean up", "tidy"))
+    )
+    # Terms are English words: a non-ASCII one is accepted but never matches.
+    assert scorer.score("chat", chat("Is my banana naïve?")).factors["terms"] == 0.5
+    assert scorer.score("chat", chat("Please clean up this text")).factors["rewrite"] == 1.0
+    assert scorer.score("chat", chat("Please clean this")).factors["rewrite"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("term", "form", "matches"),
+    [
+        ("compare", "compares", True), ("compare", "compared", True),
+        ("compare", "comparing", True), ("compare", "compareing", False),
+        ("justify", "justifies", True), ("justify", "justified", True),
+        ("justify", "justifying", True), ("justify", "justifys", False),
+        ("play", "plays", True), ("play", "played", True), ("play", "playing", True),
+        ("play", "plaies", False),
+        ("design", "designs", True), ("design", "designed", True), ("design", "designing", True),
+        ("design", "designer", False), ("design", "designning", False),
+        ("fix", "fixes", True), ("search", "searches", True), ("push", "pushes", True),
+        ("buzz", "buzzes", True), ("discuss", "discusses", True), ("fix", "fixs", False),
+        ("debug", "debugged", True), ("debug", "debugging", True), ("debug", "debugs", True),
+        ("stop", "stopped", True), ("plan", "planning", True), ("ban", "banned", False),
+        ("ban", "banning", False), ("hoop", "hoopped", False), ("stoop", "stoopping", False),
+        ("limit", "limitted", True), ("derive", "derivation", False),
+        ("evaluate", "evaluation", True), ("evaluate", "evaluations", True),
+        ("evaluate", "evaluates", True), ("evaluate", "evaluateion", False),
+        ("optimize", "optimization", True), ("optimize", "optimizations", True),
+        ("optimize", "optimisation", True), ("optimize", "optimisations", True),
+        ("optimize", "optimise", True), ("optimize", "optimised", True),
+        ("optimize", "optimising", True), ("optimize", "optimises", True),
+        ("analyze", "analyse", True), ("analyze", "analyses", True),
+        ("analyze", "analysing", True), ("analyze", "analyzation", True),
+        ("implement", "implementation", True), ("implement", "implementations", True),
+        ("implement", "implemented", True), ("implement", "implementing", True),
+        ("implement", "implemention", False), ("torment", "tormentation", True),
+        ("compare", "comparation", False), ("compare", "compase", False),
+        ("trade-off", "trade-off", True), ("trade-off", "trade-offs", False),
+        ("step by step", "step by step", True), ("step by step", "steps by step", False),
+    ],
+)  # fmt: skip
+def test_regular_inflections(term: str, form: str, matches: bool) -> None:
+    """Each rule of `_inflections`, on a scorer built here with that one term."""
+    scorer = ComplexityScorer(ComplexitySettings(terms=(term,), terms_full=1))
+    assert scorer.score("chat", chat(f"Now {form} it")).factors["terms"] == float(matches)
 
 
 # ----------------------------------------------------------------------- the labelled set

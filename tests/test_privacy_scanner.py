@@ -25,6 +25,8 @@ from gateway.privacy import (
     summarize,
     texts_of,
 )
+from gateway.privacy.checks import card_ok, iban_ok, jwt_ok, luhn_ok
+from gateway.privacy.detect import _table
 
 SCANNER = PrivacyScanner()
 
@@ -1123,3 +1125,248 @@ def test_restore_of_a_megabyte_of_brackets() -> None:
     text = "[EMAIL_" * 150_000
     out = "".join(restorer.feed(text[i : i + 1000]) for i in range(0, len(text), 1000))
     assert out + restorer.flush() == text
+
+
+# --- edges the mutation run (mutmut) showed untested ----------------------------------
+
+
+def test_a_detector_name_becomes_a_tidy_placeholder_label() -> None:
+    scanner = PrivacyScanner(custom=[PrivacyDetectorSpec("x_ray__scan_", r"XR-\d+", "internal")])
+    body = chat("scan XR-7 now")
+    texts = texts_of("chat", body)
+    redacted = redact(body, texts, scanner.scan(texts)).body["messages"][0]["content"]
+    assert redacted == "scan [X_RAY_SCAN_1] now"
+
+
+def test_redact_keeps_every_text_in_order_with_its_place() -> None:
+    body = chat("nothing here", "mail a@b.io", "plain again", "and c@d.io")
+    texts = texts_of("chat", body)
+    redaction = redact(body, texts, SCANNER.scan(texts))
+    assert [(t.at, t.text) for t in redaction.texts] == [
+        (("messages", 0, "content"), "nothing here"),
+        (("messages", 1, "content"), "mail [EMAIL_1]"),
+        (("messages", 2, "content"), "plain again"),
+        (("messages", 3, "content"), "and [EMAIL_2]"),
+        (("tools", 0, "function", "description"), "plain"),
+    ]
+    assert [m["content"] for m in redaction.body["messages"]] == [
+        "nothing here", "mail [EMAIL_1]", "plain again", "and [EMAIL_2]",
+    ]  # fmt: skip
+    unchanged = redact(body, texts, [])
+    assert unchanged.texts == texts and unchanged.body == body
+
+
+def test_redact_takes_the_first_and_longest_of_overlapping_findings() -> None:
+    """Findings from two scans may overlap: the earliest, then longest, value is replaced and
+    whatever overlaps it is skipped; the findings after it still are replaced."""
+    text = "ids EMP-123456 and EMP-99, mail a@b.io"
+    ref = TextRef(("messages", 0, "content"), text)
+    body = {"messages": [{"role": "user", "content": text}]}
+
+    def finding(detector: str, value: str) -> Finding:
+        start = text.index(value)
+        return Finding(detector, "pii", start, start + len(value), ref)
+
+    findings = [
+        finding("short_id", "EMP-12"),
+        finding("employee_id", "EMP-123456"),
+        finding("tail", "3456"),
+        finding("employee_id", "EMP-99"),
+        finding("email", "a@b.io"),
+        Finding("email", "pii", 5, 5, ref),  # an empty span is no value
+        Finding("email", "pii", 30, len(text) + 5, ref),  # a span past the text: not this one
+    ]
+    redaction = redact(body, [ref], findings)
+    assert redaction.texts[0].text == "ids [EMPLOYEE_ID_1] and [EMPLOYEE_ID_2], mail [EMAIL_1]"
+    assert redaction.placeholders == {
+        "[EMPLOYEE_ID_1]": "EMP-123456", "[EMPLOYEE_ID_2]": "EMP-99", "[EMAIL_1]": "a@b.io",
+    }  # fmt: skip
+
+
+def test_restore_json_leaves_unknown_placeholders() -> None:
+    restorer = PlaceholderRestorer(PLACEHOLDERS)
+    assert restorer.restore_json('["[EMAIL_9]", "[SECRET_1]"]') == '["[EMAIL_9]", "p\\"w\\\\d"]'
+    assert PlaceholderRestorer({}).restore_json('["[EMAIL_1]"]') == '["[EMAIL_1]"]'
+
+
+def test_an_invalid_custom_name_says_what_a_name_is() -> None:
+    with pytest.raises(ValueError) as raised:
+        PrivacyScanner(custom=[PrivacyDetectorSpec("9lives", r"x", "pii")])
+    assert str(raised.value) == (
+        "privacy detector '9lives': the name must be letters, digits and underscores, "
+        "starting with a letter"
+    )
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["maría@example.com", "éa@example.com", "josé.maría@example.com", "zoë_a@ex.io"],
+    ids=["maria", "ea", "jose.maria", "zoe_a"],  # ascii ids: mutmut selects tests by id
+)
+def test_non_ascii_local_parts_at_the_start_of_a_text(email: str) -> None:
+    assert found(email) == [("email", email)]
+    assert found(f"write to {email} today") == [("email", email)]
+
+
+def test_an_assignment_value_followed_by_a_non_letter_is_not_prose() -> None:
+    assert found("The password: letmein (changed monthly)") == [("secret_assignment", "letmein")]
+    assert found("Secret: sauce A, then more") == []  # a word, a space, a letter: prose
+
+
+def test_an_ipv4_address_may_end_in_255() -> None:
+    assert found("host 10.1.2.255 down") == [("ipv4", "10.1.2.255")]
+    assert found("host 10.255.2.1 down") == [("ipv4", "10.255.2.1")]
+    assert found("host 10.256.2.1 down") == []
+
+
+@pytest.mark.parametrize("header", ['{"alg":"none"}', '{"alg":"HS2"}', '{"alg":"RS256"}'])
+def test_jwt_headers_of_every_padding(header: str) -> None:
+    segment = base64.urlsafe_b64encode(header.encode()).decode().rstrip("=")
+    token = f"{segment}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    assert jwt_ok(token) and jwt_ok(segment)
+    assert_finds("jwt", token)
+
+
+def test_a_jwt_header_that_is_not_base64_is_no_jwt() -> None:
+    assert not jwt_ok(JWT_HEADER + "a.eyJzdWIiOiIxIn0.c2ln")  # 37 characters: no base64
+    assert found(f"see {JWT_HEADER}a.eyJzdWIiOiIxIn0.c2ln now") == []
+
+
+def test_iban_ok_checks_the_country_length_itself() -> None:
+    assert iban_ok("DE89370400440532013000")
+    assert not iban_ok("DE8937040044053201300")  # one short
+    assert not iban_ok("DE893704004405320130000")  # one long
+    assert not iban_ok("ZZ89370400440532013000")  # no such country
+
+
+def test_translation_tables() -> None:
+    """`_table` builds the detectors' translation tables (at import, so tested directly)."""
+    identity = _table(None, (b"ab", ord("x")), (b"9", ord("0")))
+    assert b"abc9!".translate(identity) == b"xxc0!"
+    assert len(identity) == 256
+    flat = _table(ord(" "), (b"ab", ord("x")))
+    assert b"abc9!".translate(flat) == b"xx   "
+    assert bytes(range(256)).translate(_table(None)) == bytes(range(256))
+
+
+def test_string_parts_refusal_parts_and_string_items_are_texts() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": ["first", {"type": "text", "text": "second"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot"}]},
+        ]
+    }
+    assert paths("chat", body) == [
+        ("messages[0].content[0]", "first"),
+        ("messages[0].content[1].text", "second"),
+        ("messages[1].content[0].refusal", "I cannot"),
+    ]
+    items = {"input": ["plain string", {"role": "user", "content": "x"}]}
+    assert paths("responses", items) == [("input[0]", "plain string"), ("input[1].content", "x")]
+
+
+def chain_of(levels: int, key: str) -> Any:
+    """A description `levels` schema levels down: `properties` objects or `anyOf` lists."""
+    node: Any = {"description": "bottom"}
+    for _ in range(levels):
+        node = {"properties": {"x": node}} if key == "properties" else {"anyOf": [node]}
+    return node
+
+
+@pytest.mark.parametrize("key", ["properties", "anyOf"])
+def test_schemas_are_walked_32_steps_deep(key: str) -> None:
+    """Each level is two steps (an object and its member, or a list and its item)."""
+    for levels, seen in ((16, ["bottom"]), (17, [])):
+        body = {"tools": [{"function": {"parameters": chain_of(levels, key)}}]}
+        assert [t.text for t in texts_of("chat", body)] == seen, levels
+
+
+def test_strange_messages_and_tools_are_skipped_not_the_rest() -> None:
+    body = {
+        "messages": [None, {"content": "hi", "name": "maria"}],
+        "tools": [None, {"type": "function", "function": {"description": "does f"}}],
+    }
+    assert paths("chat", body) == [
+        ("messages[1].content", "hi"),
+        ("messages[1].name", "maria"),  # two fields, but not role and content
+        ("tools[1].function.description", "does f"),
+    ]
+
+
+def test_embeddings_read_only_their_input() -> None:
+    body = {"input": "x", "instructions": "y", "tools": [{"description": "z"}], "prompt": "p"}
+    assert paths("embeddings", body) == [("input", "x")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail a@b.io or visit https://example.com",
+        "https://x.example/" + "a" * 300 + "?u=a@b.io",  # the scheme is too far back
+    ],
+)
+def test_an_address_outside_a_url_is_an_email(text: str) -> None:
+    assert found(text) == [("email", "a@b.io")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgres://user:password@db.example.com/app is down",
+        "://user:password@host.io",
+        "see https://a.io then ftp://user:pw@host.io",  # the nearest scheme
+        "https://user@example.com/ and more",
+    ],
+)
+def test_user_info_in_a_url_is_no_email(text: str) -> None:
+    assert "email" not in {d for d, _ in found(text)}, found(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["ZZ89370400440532013000", "DE88370400440532013000", "DE89 3704 0044 0532 0130 0"]
+)
+def test_invalid_ibans_at_the_start_of_a_text(text: str) -> None:
+    assert found(text + " rest") == []
+
+
+def test_card_lengths_are_the_issuers() -> None:
+    assert luhn_ok("41111111111114")
+    assert found("number 41111111111114 end") == []  # Visa has 13, 16 or 19 digits
+    assert not card_ok("41111111111114")
+
+
+def test_phone_lengths() -> None:
+    assert_finds("phone", "+491511234567890", before="call ", after=" today")  # 15 digits
+    assert found("call +4915112345678901 today") == []  # 16
+    assert found("call 2-800-555-0199 today") == []  # 11 digits need a leading 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"secret key: {AWS_SECRET}", True),  # `secret` alone is context enough
+        (f"aws blob {AWS_SECRET}", True),  # `aws` alone too
+        (f"aws {AWS_SECRET}", True),  # context at the very start of the text
+        (f"{AWS_SECRET} is our aws key", False),  # context must come before
+        ("aws " + "x " * 60 + AWS_SECRET, False),  # more than 120 characters before
+        (f"aws blob {AWS_SECRET}= more", False),  # base64 padding: a longer value
+    ],
+)
+def test_aws_secret_key_context(text: str, expected: bool) -> None:
+    assert (("aws_secret_key", AWS_SECRET) in found(text)) is expected, found(text)
+
+
+def test_keyword_lists_with_duplicates_phrases_and_non_ascii_words() -> None:
+    scanner = PrivacyScanner(
+        keywords=["zeta", "zeta", "contraseña", "omega", "número secreto", "top secret plan"]
+    )
+    text = "zeta; CONTRASEÑA; omega; número \n secreto; Top  secret\tPlan"
+    assert keywords(text, scanner) == [
+        "zeta", "CONTRASEÑA", "omega", "número \n secreto", "Top  secret\tPlan",
+    ]  # fmt: skip
+
+
+def test_flush_after_a_chunk_with_nothing_held_back_is_empty() -> None:
+    restorer = PlaceholderRestorer(PLACEHOLDERS)
+    assert restorer.feed("no brackets here") == "no brackets here"
+    assert restorer.flush() == ""

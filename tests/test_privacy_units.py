@@ -370,6 +370,17 @@ def test_unread_texts_of_a_chat_body() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("key", ["tools", "functions"])
+def test_unread_texts_of_tools_or_functions_alone(key: str) -> None:
+    tool = {"name": "f", "parameters": {"properties": {"x": {"enum": ["e1"]}}}}
+    body = {
+        "messages": [],
+        key: [{"type": "function", "function": tool} if key == "tools" else tool],
+    }
+    got = {t.text for t in unread_texts("chat", body, texts_of("chat", body))}
+    assert {"f", "e1"} <= got
+
+
 def test_unread_texts_skip_what_is_absent_or_not_a_schema() -> None:
     body = {"user": None, "response_format": {"type": "json_object"}, "stop": None}
     assert unread_texts("chat", body, []) == []
@@ -425,6 +436,13 @@ async def test_a_responses_request_is_scanned_beyond_its_messages() -> None:
     ctx = await s.run(body, endpoint="responses")
     assert [f.path for f in ctx.findings] == ["input[0].summary[0].text"]
     assert ctx.privacy_action == "route_local"
+
+
+def test_unread_texts_of_a_responses_body_without_items() -> None:
+    body = {"input": None, "user": "u1", "tools": [{"type": "web_search"}]}
+    got = [(t.path, t.text) for t in unread_texts("responses", body, [])]
+    assert sorted(got) == [("tools[0].type", "web_search"), ("user", "u1")]
+    assert unread_texts("responses", {"input": "just text"}, []) == []
 
 
 def test_unread_texts_walk_any_depth() -> None:
