@@ -1370,3 +1370,49 @@ def test_flush_after_a_chunk_with_nothing_held_back_is_empty() -> None:
     restorer = PlaceholderRestorer(PLACEHOLDERS)
     assert restorer.feed("no brackets here") == "no brackets here"
     assert restorer.flush() == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("2001:db8::1 is the host", "2001:db8::1"),  # at the very start
+        ("fe80::1 and cafe", "fe80::1"),  # the text ends in hex letters
+        ("x" * 50 + " 2001:db8::1 is down", "2001:db8::1"),  # far into a text
+        ("host 123:4::1 down", "123:4::1"),  # a group of three
+    ],
+)
+def test_ipv6_anywhere_in_a_text(text: str, address: str) -> None:
+    assert found(text) == [("ipv6", address)]
+
+
+GITHUB_PAT_50 = "github" + "_pat_" + ("a1b2c3d4e5" * 4)[:39]
+GH_BODY = "A1b2C3d4E5" * 26
+
+
+@pytest.mark.parametrize(
+    ("text", "detector"),
+    [
+        ("sk-" + "a1b2c3d4e5f6g7h8i9j0", "openai_key"),  # a 20-character body
+        ("sk-" + "a1b2c3d4e5f6g7h8i9j", None),  # 19
+        ("sk-" + "ant-" + "a1b2c3d4e5f6g7h8i9j0", "anthropic_key"),
+        ("sk-" + "ant-" + "a1b2c3d4e5f6g7h8i9j", None),
+        (GITHUB_PAT_50, "github_token"),  # 50 characters
+        (GITHUB_PAT_50[:-1], None),
+        ("github" + "_pat_" + "a1" * 10, None),
+        ("github" + "_pat_" + "x" * 45, None),  # long, but not random
+        ("github" + "_pat_" + "Z" + "a1b2c3d" * 6, "github_token"),  # 8 distinct with the Z
+        ("gh" + "p_" + GH_BODY[:251], "github_token"),  # a 251-character body
+        ("gh" + "p_" + GH_BODY[:252], None),
+        ("gl" + "pat-" + "abcdefghijkl", None),
+        ("gl" + "pat-" + "abcdefghij" * 3, None),
+        ("gl" + "pat-" + "Z" + "a1b2c3d" * 3, "gitlab_token"),
+        ("xox" + "b-" + "1abcdefghij", "slack_token"),  # the digit right after the prefix
+    ],
+)
+def test_token_lengths_and_bodies(text: str, detector: str | None) -> None:
+    assert found(f"use {text} here") == ([(detector, text)] if detector else [])
+
+
+@pytest.mark.parametrize("text", ["4111 1111-1111 1111", "41111 1111 1111 111", "4111111111111112"])
+def test_card_near_misses_at_the_start_of_a_text(text: str) -> None:
+    assert found(text + " rest") == []
