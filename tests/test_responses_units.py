@@ -2160,3 +2160,42 @@ def test_native_done_without_deltas() -> None:
     stream = NativeStream(None, placeholders)
     out = split_events(stream.feed(spaced(done)))
     assert [e["type"] for e in out] == ["response.output_text.done"] and out[0]["text"] == "secret"
+
+
+async def test_endpoint_answers_json_and_keeps_the_whole_conversation(
+    gw: httpx.AsyncClient,
+) -> None:
+    first = await create(gw, input="one two three")
+    assert first.headers["content-type"] == "application/json"
+    body = first.json()
+    stored = await gw.get(f"/v1/responses/{body['id']}", headers=ONE)
+    assert stored.headers["content-type"] == "application/json"
+    second = (await create(gw, input="four", previous_response_id=body["id"])).json()
+    # The demo counts the words of all it was sent: the first input, its answer, "four".
+    used = body["usage"]
+    assert second["usage"]["input_tokens"] == used["input_tokens"] + used["output_tokens"] + 1
+    third = (await create(gw, input="five", previous_response_id=second["id"])).json()
+    expected = second["usage"]["input_tokens"] + second["usage"]["output_tokens"] + 1
+    assert third["usage"]["input_tokens"] == expected
+
+
+async def test_endpoint_errors_say_what_is_wrong(gw: httpx.AsyncClient) -> None:
+    missing = await gw.get("/v1/responses/resp_nope", headers=ONE)
+    assert missing.json()["error"] == {
+        "message": "Response with id 'resp_nope' not found.",
+        "type": "invalid_request_error",
+        "param": "response_id",
+        "code": "response_not_found",
+    }
+    long_id = "resp_" + "y" * 300
+    cut = (await gw.get(f"/v1/responses/{long_id}", headers=ONE)).json()["error"]["message"]
+    assert cut == f"Response with id '{long_id[:128]}' not found."
+    body = (await create(gw, input="x")).json()
+    path = f"/v1/responses/{body['id']}/input_items"
+    order = (await gw.get(path, params={"order": "sideways-and-more"}, headers=ONE)).json()
+    assert order["error"]["message"] == (
+        "Invalid value for 'order': 'sideways-and-mor'. Supported values are: 'asc', 'desc'."
+    )
+    limit = (await gw.get(path, params={"limit": "0"}, headers=ONE)).json()
+    assert limit["error"]["message"] == "Invalid 'limit': expected an integer from 1 to 100."
+    assert limit["error"]["type"] == "invalid_request_error"
