@@ -2199,3 +2199,45 @@ async def test_endpoint_errors_say_what_is_wrong(gw: httpx.AsyncClient) -> None:
     limit = (await gw.get(path, params={"limit": "0"}, headers=ONE)).json()
     assert limit["error"]["message"] == "Invalid 'limit': expected an integer from 1 to 100."
     assert limit["error"]["type"] == "invalid_request_error"
+
+
+def tokens_counted(metrics: str) -> dict[str, float]:
+    """gateway_tokens_total for the demo model, by type, from /metrics."""
+    counted = {"prompt": 0.0, "completion": 0.0}
+    for line in metrics.splitlines():
+        if line.startswith("gateway_tokens_total{") and 'provider="mock"' in line:
+            kind = line.split('type="')[1].split('"')[0]
+            counted[kind] = float(line.rsplit(" ", 1)[1])
+    return counted
+
+
+async def test_tokens_counted_are_the_upstreams_and_none_for_a_cache_hit() -> None:
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    config = GATEWAY_CONFIG.replace(
+        "cache: {enabled: false}", "cache: {semantic: {enabled: false}}"
+    )
+    transport = httpx.ASGITransport(app=create_app(parse_config(config, {})))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+
+        async def counted() -> dict[str, float]:
+            return tokens_counted((await client.get("/metrics")).text)
+
+        assert await counted() == {"prompt": 0.0, "completion": 0.0}
+        question = f"Count me {uuid4().hex}"
+        usage = (await create(client, input=question)).json()["usage"]
+        after_one = await counted()
+        assert after_one == {"prompt": usage["input_tokens"], "completion": usage["output_tokens"]}
+        streamed = await create(client, input=f"Stream me {uuid4().hex}", stream=True)
+        final = events_of(streamed.content)[-1]["response"]["usage"]
+        assert final is not None  # the gateway asked the upstream for stream usage
+        after_two = await counted()
+        assert after_two == {
+            "prompt": after_one["prompt"] + final["input_tokens"],
+            "completion": after_one["completion"] + final["output_tokens"],
+        }
+        for stream in (False, True):  # cache hits: no tokens spent
+            hit = await create(client, input=question, stream=stream)
+            assert hit.headers["x-gateway-cache"] == "hit-exact"
+        assert await counted() == after_two
