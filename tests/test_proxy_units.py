@@ -1,0 +1,440 @@
+"""The request path in this process: the app create_app builds, driven through ASGI by
+httpx, against the one fake upstream process (tests/fake_upstream.py). What a client sees
+of ProxyEndpoint (relay, errors, fallbacks), the router's decisions and the parse checks;
+fast enough for mutation testing (docs/TESTING.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+
+from bench.procs import free_port
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.conftest import UPSTREAM_KEY, FakeUpstream
+
+# One app (and one event loop) for the module: building one costs 0.5 s of TLS contexts.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+_VOLATILE = re.compile(rb'"(id|created)":("[^"]*"|\d+)')
+EMAIL = "jane.doe@example.com"
+
+
+def normalized(body: bytes) -> bytes:
+    return _VOLATILE.sub(rb'"\1":0', body)
+
+
+def events(body: bytes) -> list[bytes]:
+    return [e for e in body.split(b"\n\n") if e.strip()]
+
+
+def config_text(fake: FakeUpstream, dead_port: int) -> str:
+    def provider(name: str, url: str, model: str, headers: str = "{}") -> list[str]:
+        return [f"  {name}:", "    type: openai", f"    base_url: {url}",
+                f"    api_key: {UPSTREAM_KEY}", f"    models: [{model}]",
+                f"    headers: {headers}", "    breaker: {enabled: false}",
+                "    timeouts: {connect: 2, read: 3}"]  # fmt: skip
+
+    return "\n".join(
+        [
+            "providers:",
+            *provider("openai", fake.base_url, "gpt-4o-mini"),
+            *provider("flaky", fake.base_url, "flaky-model", '{x-fake-status: "503"}'),
+            *provider("limited", fake.base_url, "limited-model",
+                      '{x-fake-status: "429", x-fake-retry-after: "9"}'),
+            *provider("dead", f"http://127.0.0.1:{dead_port}/v1", "dead-model"),
+            "  ollama:",
+            "    type: ollama",
+            f"    base_url: {fake.url}",
+            f"    api_key: {UPSTREAM_KEY}",
+            '    models: ["llama3.2:8b"]',
+            "  mock:",
+            "    type: mock",
+            "    models: [demo]",
+            'aliases: {local: "ollama:llama3.2:8b", cloud: openai:gpt-4o-mini}',
+            "routing:",
+            "  default_model: cloud",
+            "  fallbacks:",
+            "    flaky-model: [cloud]",
+            "    limited-model: [cloud]",
+            "    dead-model: [flaky-model, cloud]",
+            "  rules:",
+            "    - name: to-local",
+            "      when: {models: [auto], headers: {x-route: local}}",
+            "      route: local",
+            "    - name: flaky-first",
+            "      when: {models: [auto], headers: {x-route: flaky}}",
+            "      route: flaky-model",
+            "      fallback: [dead-model, local]",
+            "    - name: no-way",
+            "      when: {models: [auto], headers: {x-route: block}}",
+            "      block: Not here.",
+            "privacy:",
+            "  local_model: local",
+            "  actions: {secret: route_local, pii: route_local, keyword: route_local}",
+            "cache: {enabled: false}",
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dead_port() -> int:
+    return free_port()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan run by hand (httpx.ASGITransport does not run it)."""
+    app = create_app(parse_config(config_text(fake_upstream, dead_port), env={}))
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw/v1") as c:
+        yield c
+    await inbox.put({"type": "lifespan.shutdown"})
+    assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+    await task
+
+
+async def chat(client: httpx.AsyncClient, model: str = "gpt-4o-mini", text: str = "hello",
+               headers: dict[str, str] | None = None, **extra: Any) -> httpx.Response:  # fmt: skip
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return await client.post("/chat/completions", json=body, headers=headers or {})
+
+
+def error(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def direct(fake: FakeUpstream, body: dict[str, Any]) -> httpx.Response:
+    auth = {"authorization": f"Bearer {UPSTREAM_KEY}"}
+    return httpx.post(fake.base_url + "/chat/completions", json=body, headers=auth)
+
+
+def marked(fake: FakeUpstream, marker: str) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if marker in orjson.dumps(r.get("body")).decode()]
+
+
+# ------------------------------------------------------------------------------ relay
+
+
+async def test_json_is_relayed_byte_for_byte_with_the_decision_headers(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "fake": {"seed": 7, "size": 64, "reply_headers": {"openai-version": "2020-10-01",
+                                                              "x-secret": "no"}}}  # fmt: skip
+    via = await client.post("/chat/completions", json=body)
+    want = direct(fake_upstream, body)
+    assert via.status_code == 200
+    assert via.content == want.content  # seeded: the same id and created
+    assert via.headers["content-type"] == "application/json"
+    assert via.headers["content-length"] == str(len(via.content))
+    assert via.headers["x-gateway-provider"] == "openai"
+    assert via.headers["x-gateway-model"] == "gpt-4o-mini"
+    assert via.headers["x-gateway-route-rule"] == "explicit"
+    assert via.headers["x-gateway-privacy"] == "none"
+    assert via.headers["openai-version"] == "2020-10-01"
+    assert "x-secret" not in via.headers
+    assert "x-gateway-complexity" not in via.headers  # explicit models are not scored
+    assert "x-gateway-fallback" not in via.headers
+    assert "x-gateway-cache" not in via.headers
+
+
+async def test_auto_goes_to_the_default_with_a_complexity_score(
+    client: httpx.AsyncClient,
+) -> None:
+    via = await chat(client, "auto")
+    assert via.status_code == 200
+    assert via.headers["x-gateway-route-rule"] == "default"
+    assert via.headers["x-gateway-provider"] == "openai"
+    assert re.fullmatch(r"\d\.\d\d", via.headers["x-gateway-complexity"])
+
+
+async def test_a_rule_routes_auto_and_names_itself(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    via = await chat(client, "auto", "rule-marker-1", headers={"x-route": "local"})
+    assert via.status_code == 200, via.text
+    assert via.headers["x-gateway-route-rule"] == "to-local"
+    assert (via.headers["x-gateway-provider"], via.headers["x-gateway-model"]) == (
+        "ollama", "llama3.2:8b")  # fmt: skip
+    (seen,) = marked(fake_upstream, "rule-marker-1")
+    assert seen["body"]["model"] == "llama3.2:8b"
+
+
+async def test_a_block_rule_answers_its_message(client: httpx.AsyncClient) -> None:
+    via = await chat(client, "auto", headers={"x-route": "block"})
+    assert via.status_code == 403
+    assert error(via)["message"] == "Not here."
+
+
+async def test_an_sse_stream_is_relayed_as_sent(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "s"}],
+            "stream": True, "stream_options": {"include_usage": True},
+            "fake": {"reply_headers": {"retry-after-ms": "5"}}}  # fmt: skip
+    via = await client.post("/chat/completions", json=body)
+    want = direct(fake_upstream, body)
+    assert via.status_code == 200
+    assert via.headers["content-type"].startswith("text/event-stream")
+    assert via.headers.get_list("cache-control") == ["no-cache"]
+    assert via.headers["x-accel-buffering"] == "no"
+    assert via.headers["retry-after-ms"] == "5"
+    assert via.headers["x-gateway-provider"] == "openai"
+    assert normalized(via.content) == normalized(want.content)
+    assert events(via.content)[-1] == b"data: [DONE]"
+    assert b'"usage":{' in via.content
+
+
+async def test_a_stream_without_usage_asked_reaches_the_client_without_it(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "usage-m"}],
+            "stream": True}  # fmt: skip
+    via = await client.post("/chat/completions", json=body)
+    want = direct(fake_upstream, body)
+    assert normalized(via.content) == normalized(want.content)
+    seen = marked(fake_upstream, "usage-m")[0]  # the gateway's, before the direct one
+    assert seen["body"]["stream_options"] == {"include_usage": True}  # asked for the limits
+
+
+@pytest.mark.parametrize(
+    ("fake", "code"),
+    [({"chunks": 4, "no_done": 1}, "upstream_stream_incomplete"),
+     ({"chunks": 8, "fail_after": 3}, None),
+     ({"garbage": 1}, "upstream_error")],
+    ids=["no-done", "reset", "garbage"],
+)  # fmt: skip
+async def test_a_cut_stream_ends_with_an_error_event(
+    client: httpx.AsyncClient, fake: dict[str, int], code: str | None
+) -> None:
+    via = await chat(client, stream=True, fake=fake)
+    assert via.status_code == 200
+    parts = events(via.content)
+    assert b"data: [DONE]" not in parts
+    assert all(p.startswith(b"data: {") for p in parts)
+    last = orjson.loads(parts[-1].removeprefix(b"data: "))
+    assert set(last["error"]) == {"message", "type", "param", "code"}
+    assert last["error"]["type"] == "server_error"
+    assert "'openai'" in last["error"]["message"]
+    if code:
+        assert last["error"]["code"] == code
+    if "garbage" in fake:
+        assert b"<html>" not in via.content and len(parts) == 1
+    else:
+        assert len(parts) > 1 and b"error" not in b"".join(parts[:-1])
+
+
+async def test_a_body_that_is_not_json_is_a_502(client: httpx.AsyncClient) -> None:
+    via = await chat(client, fake={"garbage": 1})
+    assert via.status_code == 502
+    err = error(via)
+    assert err["code"] == "upstream_error"
+    assert "'openai'" in err["message"] and "not JSON" in err["message"]
+    assert "HTTP 200" in err["message"]
+    assert via.headers["x-gateway-provider"] == "openai"
+
+
+@pytest.mark.parametrize("status", [400, 404, 422, 500, 429])
+async def test_an_upstream_error_passes_with_its_status_and_headers(
+    client: httpx.AsyncClient, status: int
+) -> None:
+    fake = {"status": status, "retry_after": "3",
+            "reply_headers": {"openai-processing-ms": "12", "x-other": "no"}}  # fmt: skip
+    for stream in (False, True):
+        via = await chat(client, stream=stream, fake=fake)
+        assert via.status_code == status
+        assert via.headers["content-type"] == "application/json"
+        assert via.headers["retry-after"] == "3"
+        assert via.headers["openai-processing-ms"] == "12"
+        assert "x-other" not in via.headers
+        assert via.headers["x-gateway-provider"] == "openai"
+        assert "x-gateway-fallback" not in via.headers
+        err = error(via)
+        assert set(err) == {"message", "type", "param", "code"}
+        assert err["type"] == ("server_error" if status >= 500 else
+                               "requests" if status == 429 else "invalid_request_error")  # fmt: skip
+
+
+async def test_an_upstream_error_that_is_not_json_is_wrapped(client: httpx.AsyncClient) -> None:
+    via = await chat(client, fake={"status": 418, "error_body": "I am a teapot"})
+    assert via.status_code == 418
+    assert via.headers["content-type"] == "application/json"
+    assert "I am a teapot" in error(via)["message"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_the_upstream_refusing_the_gateways_key_is_a_502(
+    client: httpx.AsyncClient, status: int
+) -> None:
+    via = await chat(client, fake={"status": status})
+    assert via.status_code == 502
+    err = error(via)
+    assert (err["type"], err["code"]) == ("server_error", "upstream_auth_failed")
+    assert f"HTTP {status}" in err["message"] and "'openai'" in err["message"]
+    assert fake_url_in(err["message"])
+
+
+def fake_url_in(message: str) -> bool:
+    return "http://127.0.0.1:" in message
+
+
+# --------------------------------------------------------------------------- fallbacks
+
+
+@pytest.mark.parametrize(
+    ("model", "tried"),
+    [("flaky-model", "flaky:flaky-model=http_503"),
+     ("limited-model", "limited:limited-model=http_429"),
+     ("dead-model", "dead:dead-model=provider_unavailable, flaky:flaky-model=http_503")],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [False, True])
+async def test_failures_before_the_first_byte_fall_back(
+    client: httpx.AsyncClient, model: str, tried: str, stream: bool
+) -> None:
+    via = await chat(client, model, stream=stream)
+    assert via.status_code == 200, via.text
+    assert via.headers["x-gateway-fallback"] == tried
+    assert (via.headers["x-gateway-provider"], via.headers["x-gateway-model"]) == (
+        "openai", "gpt-4o-mini")  # fmt: skip
+    assert via.headers["x-gateway-route-rule"] == "explicit"
+    if stream:
+        assert events(via.content)[-1] == b"data: [DONE]"
+    else:
+        assert via.json()["object"] == "chat.completion"
+
+
+async def test_the_last_target_failing_is_what_the_client_sees(
+    client: httpx.AsyncClient,
+) -> None:
+    via = await chat(client, "dead-model", fake={"status": 500})  # the body's wins
+    assert via.status_code == 500
+    assert via.headers["x-gateway-fallback"] == (
+        "dead:dead-model=provider_unavailable, flaky:flaky-model=http_500")  # fmt: skip
+    assert via.headers["x-gateway-provider"] == "openai"
+
+
+async def test_a_dead_last_target_is_its_503(client: httpx.AsyncClient) -> None:
+    via = await chat(client, "auto", headers={"x-route": "flaky", "x-fake-status": "503"})
+    # flaky 503 -> dead (refused) -> local (the fake, 503 by the header): the last answers
+    assert via.status_code == 503
+    assert via.headers["x-gateway-fallback"] == (
+        "flaky:flaky-model=http_503, dead:dead-model=provider_unavailable")  # fmt: skip
+    assert via.headers["x-gateway-route-rule"] == "flaky-first"
+    assert via.headers["x-gateway-provider"] == "ollama"
+
+
+async def test_a_refused_connection_without_fallback_is_503_naming_the_provider(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    via = await chat(client, "dead:dead-model", fake={"status": 500})
+    # dead-model's chain is the model's: it applies to an explicit provider:model too
+    assert via.headers["x-gateway-fallback"].startswith("dead:dead-model=provider_unavailable")
+    via = await chat(client, "dead-model", headers={"x-fake-status": "500"})
+    assert via.status_code == 500
+
+
+# ----------------------------------------------------------------------------- privacy
+
+
+async def test_a_kept_local_request_never_reaches_the_cloud(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    text = f"write to {EMAIL} marker-kl"
+    for model in ("gpt-4o-mini", "auto", "flaky-model"):
+        via = await chat(client, model, text)
+        assert via.status_code == 200, via.text
+        assert via.headers["x-gateway-route-rule"] == "privacy"
+        assert via.headers["x-gateway-privacy"] == "pii"
+        assert via.headers["x-gateway-provider"] == "ollama"
+    seen = marked(fake_upstream, "marker-kl")
+    assert [r["body"]["model"] for r in seen] == ["llama3.2:8b"] * 3
+
+
+async def test_a_kept_local_request_whose_local_provider_fails_stays_local(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    text = f"mail {EMAIL} marker-kf"
+    via = await chat(client, "flaky-model", text, headers={"x-fake-status": "503"})
+    assert via.status_code == 503
+    assert via.headers["x-gateway-provider"] == "ollama"
+    assert "x-gateway-fallback" not in via.headers
+    assert [r["body"]["model"] for r in marked(fake_upstream, "marker-kf")] == ["llama3.2:8b"]
+
+
+# ------------------------------------------------------------------------------- parse
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [(b"{not json", None),
+     (b"[]", None),
+     (b'{"messages": []}', "model"),
+     (b'{"model": 5, "messages": []}', "model"),
+     (b'{"model": "gpt-4o-mini"}', "messages"),
+     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": 5}]}',
+      "messages[0].content")],
+)  # fmt: skip
+async def test_bad_bodies_are_400_naming_the_param(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream, body: bytes, param: str | None
+) -> None:
+    before = len(fake_upstream.requests())
+    via = await client.post("/chat/completions", content=body)
+    assert via.status_code == 400
+    err = error(via)
+    assert err["type"] == "invalid_request_error"
+    if param:
+        assert err["param"] == param
+    assert "x-gateway-provider" not in via.headers
+    assert len(fake_upstream.requests()) == before
+
+
+async def test_an_unknown_model_is_404_model_not_found(client: httpx.AsyncClient) -> None:
+    via = await chat(client, "no-such-model")
+    assert via.status_code == 404
+    err = error(via)
+    assert (err["code"], err["param"]) == ("model_not_found", "model")
+    assert "'no-such-model'" in err["message"] and "/v1/models" in err["message"]
+
+
+async def test_force_provider_picks_or_contradicts(client: httpx.AsyncClient) -> None:
+    via = await chat(client, "auto", routing_preferences={"force_provider": "ollama"})
+    assert via.status_code == 200
+    assert via.headers["x-gateway-route-rule"] == "force_provider"
+    assert via.headers["x-gateway-provider"] == "ollama"
+    via = await chat(client, "gpt-4o-mini", routing_preferences={"force_provider": "ollama"})
+    assert via.status_code == 400
+    err = error(via)
+    assert (err["param"], err["code"]) == ("routing_preferences.force_provider", "invalid_value")
+    assert "'ollama'" in err["message"] and "'openai'" in err["message"]
+
+
+async def test_routing_preferences_never_reach_the_upstream(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    via = await chat(client, "gpt-4o-mini", "rp-marker", routing_preferences={})
+    assert via.status_code == 200
+    (seen,) = marked(fake_upstream, "rp-marker")
+    assert "routing_preferences" not in seen["body"]
+
+
+async def test_embeddings_and_the_demo_model(client: httpx.AsyncClient) -> None:
+    via = await client.post("/embeddings", json={"model": "gpt-4o-mini", "input": "x"})
+    assert via.status_code == 200, via.text
+    via = await chat(client, "demo", stream=True)
+    assert via.status_code == 200
+    assert events(via.content)[-1] == b"data: [DONE]"
