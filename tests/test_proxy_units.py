@@ -24,6 +24,10 @@ from tests.conftest import UPSTREAM_KEY, FakeUpstream
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 _VOLATILE = re.compile(rb'"(id|created)":("[^"]*"|\d+)')
 EMAIL = "jane.doe@example.com"
+AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # in pieces, for secret scanners
+OPEN_KEY = "open-key"  # any model
+NARROW = {"authorization": "Bearer narrow-key"}  # cloud, ollama:* and auto only
+NARROW_SHA = "cc6a3ad1d53969fb5d3a189f595a99cd34e965a52377c1563174af3f0047448a"
 
 
 def normalized(body: bytes) -> bytes:
@@ -54,12 +58,14 @@ def config_text(fake: FakeUpstream, dead_port: int) -> str:
             f"    base_url: {fake.url}",
             f"    api_key: {UPSTREAM_KEY}",
             '    models: ["llama3.2:8b"]',
+            '    capabilities: {"*": [tools]}',
             "  mock:",
             "    type: mock",
             "    models: [demo]",
             'aliases: {local: "ollama:llama3.2:8b", cloud: openai:gpt-4o-mini}',
             "routing:",
             "  default_model: cloud",
+            "  capability_model: cloud",
             "  fallbacks:",
             "    flaky-model: [cloud]",
             "    limited-model: [cloud]",
@@ -77,7 +83,11 @@ def config_text(fake: FakeUpstream, dead_port: int) -> str:
             "      block: Not here.",
             "privacy:",
             "  local_model: local",
-            "  actions: {secret: route_local, pii: route_local, keyword: route_local}",
+            "  actions: {secret: redact, pii: route_local, keyword: route_local}",
+            "auth:",
+            f"  api_keys: [{OPEN_KEY}]",
+            "  keys:",
+            f"    - {{name: narrow, sha256: {NARROW_SHA}, models: [cloud, 'ollama:*', auto]}}",
             "cache: {enabled: false}",
         ]
     )  # fmt: skip
@@ -99,7 +109,8 @@ async def client(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[h
     task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
     assert (await outbox.get())["type"] == "lifespan.startup.complete"
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw/v1") as c:
+    auth = {"authorization": f"Bearer {OPEN_KEY}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw/v1", headers=auth) as c:
         yield c
     await inbox.put({"type": "lifespan.shutdown"})
     assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
@@ -438,3 +449,63 @@ async def test_embeddings_and_the_demo_model(client: httpx.AsyncClient) -> None:
     via = await chat(client, "demo", stream=True)
     assert via.status_code == 200
     assert events(via.content)[-1] == b"data: [DONE]"
+
+
+# ------------------------------------------------------------ capabilities, keys, redact
+
+
+async def test_a_model_without_a_needed_capability_gives_way(client: httpx.AsyncClient) -> None:
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    via = await client.post("/chat/completions", json={
+        "model": "local", "messages": [{"role": "user", "content": image}]})  # fmt: skip
+    assert via.status_code == 200, via.text
+    assert via.headers["x-gateway-route-rule"] == "capability"
+    assert via.headers["x-gateway-provider"] == "openai"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    via = await chat(client, "local", tools=tools)  # ollama has tools
+    assert via.headers["x-gateway-route-rule"] == "explicit"
+    assert via.headers["x-gateway-provider"] == "ollama"
+
+
+@pytest.mark.parametrize(
+    ("model", "allowed"),
+    [("cloud", True), ("gpt-4o-mini", True), ("local", True), ("ollama:llama3.2:8b", True),
+     ("auto", True), ("openai:gpt-4o-mini", True), ("demo", False), ("flaky-model", False)],
+)  # fmt: skip
+async def test_a_keys_allow_list(client: httpx.AsyncClient, model: str, allowed: bool) -> None:
+    via = await chat(client, model, headers=NARROW)
+    if allowed:
+        assert via.status_code == 200, via.text
+        return
+    assert via.status_code == 403
+    err = error(via)
+    assert (err["code"], err["param"]) == ("model_not_allowed", "model")
+    assert "'narrow'" in err["message"] and f"'{model}'" in err["message"]
+    assert "cloud, ollama:*, auto" in err["message"]
+
+
+async def test_a_keys_allow_list_trims_the_fallback_chain(client: httpx.AsyncClient) -> None:
+    """`auto` admits the rule's own target; its chain loses dead-model, not in the list."""
+    via = await chat(client, "auto", headers={"x-route": "flaky", **NARROW})
+    assert via.status_code == 200, via.text
+    assert via.headers["x-gateway-fallback"] == "flaky:flaky-model=http_503"
+    assert via.headers["x-gateway-provider"] == "ollama"
+    via = await chat(client, "dead-model", headers=NARROW)
+    assert via.status_code == 403
+
+
+async def test_a_secret_is_redacted_before_the_cloud_and_restored(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    text = f"note {AWS_KEY_ID} marker-rd"
+    for stream in (False, True):
+        via = await chat(client, "gpt-4o-mini", text, stream=stream)
+        assert via.status_code == 200, via.text
+        assert via.headers["x-gateway-privacy"] == "secret"
+        assert via.headers["x-gateway-provider"] == "openai"
+        assert AWS_KEY_ID in via.text  # the echo, restored
+    seen = marked(fake_upstream, "marker-rd")
+    assert len(seen) == 2 and all(AWS_KEY_ID not in orjson.dumps(r).decode() for r in seen)
+    via = await chat(client, "local", text + "-local")  # a local route is not redacted
+    (local,) = marked(fake_upstream, "marker-rd-local")
+    assert AWS_KEY_ID in orjson.dumps(local["body"]).decode()
