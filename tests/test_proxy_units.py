@@ -6,6 +6,7 @@ fast enough for mutation testing (docs/TESTING.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,11 +18,10 @@ import pytest_asyncio
 
 from bench.procs import free_port
 from gateway.app import create_app
+from gateway.chain.router import forced_by_env
 from gateway.config import parse_config
 from tests.conftest import UPSTREAM_KEY, FakeUpstream
 
-# One app (and one event loop) for the module: building one costs 0.5 s of TLS contexts.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 _VOLATILE = re.compile(rb'"(id|created)":("[^"]*"|\d+)')
 EMAIL = "jane.doe@example.com"
 AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # in pieces, for secret scanners
@@ -98,10 +98,11 @@ def dead_port() -> int:
     return free_port()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan run by hand (httpx.ASGITransport does not run it)."""
-    app = create_app(parse_config(config_text(fake_upstream, dead_port), env={}))
+@contextlib.asynccontextmanager
+async def serving(text: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of config `text`, with its lifespan run by hand (httpx.ASGITransport does
+    not run it), and a client with the open key."""
+    app = create_app(parse_config(text, env={}))
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await inbox.put({"type": "lifespan.startup"})
@@ -115,6 +116,21 @@ async def client(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[h
     await inbox.put({"type": "lifespan.shutdown"})
     assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
     await task
+
+
+# One app for the module (on the session's loop): building one costs 0.5 s of TLS contexts.
+# What the router reads from the config at start is tested on a `fresh` app per test, so
+# that mutation testing counts those tests as reaching the router's constructor.
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def client(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(config_text(fake_upstream, dead_port)) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh(fake_upstream: FakeUpstream, dead_port: int) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(config_text(fake_upstream, dead_port)) as c:
+        yield c
 
 
 async def chat(client: httpx.AsyncClient, model: str = "gpt-4o-mini", text: str = "hello",
@@ -509,3 +525,118 @@ async def test_a_secret_is_redacted_before_the_cloud_and_restored(
     via = await chat(client, "local", text + "-local")  # a local route is not redacted
     (local,) = marked(fake_upstream, "marker-rd-local")
     assert AWS_KEY_ID in orjson.dumps(local["body"]).decode()
+
+
+# ----------------------------------------------------------------- what operators see
+
+
+async def counter(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    """One sample of GET /metrics (0 when absent)."""
+    text = (await client.get("http://gw/metrics")).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    ("model", "fake", "counted"),
+    [("gpt-4o-mini", {"garbage": 1}, [("openai", "invalid_response", None)]),
+     ("gpt-4o-mini", {"garbage": 1, "stream": 1}, [("openai", "invalid_response", None)]),
+     ("gpt-4o-mini", {"status": 400}, [("openai", "http_4xx", None)]),
+     ("gpt-4o-mini", {"status": 401}, [("openai", "http_5xx", None)]),  # said as a 502
+     ("flaky-model", {}, [("flaky", "http_5xx", "http_5xx")]),
+     ("limited-model", {}, [("limited", "http_429", "http_429")]),
+     ("dead-model", {}, [("dead", "provider_unavailable", "provider_unavailable"),
+                         ("flaky", "http_5xx", "http_5xx")])],
+)  # fmt: skip
+async def test_upstream_errors_and_fallbacks_are_counted_by_kind(
+    client: httpx.AsyncClient, model: str, fake: dict[str, int], counted: list[Any]
+) -> None:
+    before = {}
+    for provider, kind, reason in counted:
+        before[provider] = (
+            await counter(client, "gateway_upstream_errors_total", provider=provider, kind=kind),
+            await counter(client, "gateway_fallbacks_total", provider=provider, reason=reason),
+        )
+    stream = bool(fake.pop("stream", 0))
+    await chat(client, model, stream=stream, fake=fake)
+    for provider, kind, reason in counted:
+        errors = await counter(
+            client, "gateway_upstream_errors_total", provider=provider, kind=kind
+        )
+        assert errors == before[provider][0] + 1, (provider, kind)
+        fell = await counter(client, "gateway_fallbacks_total", provider=provider, reason=reason)
+        assert fell == before[provider][1] + (1 if reason else 0), (provider, reason)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "forced"),
+    [("FORCE_OLLAMA", "1", "ollama"), ("FORCE_OLLAMA", " TRUE ", "ollama"),
+     ("FORCE_OLLAMA", "yes", "ollama"), ("FORCE_OLLAMA", "on", "ollama"),
+     ("FORCE_OLLAMA", "0", ""), ("FORCE_OPENAI", "1", "openai"), ("FORCE_OPENAI", "off", "")],
+)  # fmt: skip
+def test_the_force_switches_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, forced: str
+) -> None:
+    monkeypatch.delenv("FORCE_OLLAMA", raising=False)
+    monkeypatch.delenv("FORCE_OPENAI", raising=False)
+    monkeypatch.setenv(variable, value)
+    assert forced_by_env({"ollama": 1, "openai": 2}) == forced
+    assert forced_by_env({"mock": 1}) == ""  # only a provider that exists
+    monkeypatch.setenv("FORCE_OPENAI", "1")
+    assert forced_by_env({"openai": 1}) == "openai"
+
+
+# ------------------------------------------------- the router's start-up, on a fresh app
+
+
+async def test_fresh_auto_default_force_and_capability(fresh: httpx.AsyncClient) -> None:
+    via = await chat(fresh, "auto")
+    assert (via.status_code, via.headers["x-gateway-route-rule"]) == (200, "default")
+    assert via.headers["x-gateway-model"] == "gpt-4o-mini"
+    via = await chat(fresh, "auto", routing_preferences={"force_provider": "ollama"})
+    assert via.headers["x-gateway-route-rule"] == "force_provider"
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    via = await fresh.post("/chat/completions", json={
+        "model": "local", "messages": [{"role": "user", "content": image}]})  # fmt: skip
+    assert (via.headers["x-gateway-route-rule"], via.headers["x-gateway-provider"]) == (
+        "capability", "openai")  # fmt: skip
+
+
+async def test_fresh_fallbacks_privacy_and_redact(
+    fresh: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    via = await chat(fresh, "dead-model")
+    assert via.headers["x-gateway-fallback"] == (
+        "dead:dead-model=provider_unavailable, flaky:flaky-model=http_503")  # fmt: skip
+    via = await chat(fresh, "gpt-4o-mini", f"to {EMAIL} marker-fp")
+    assert (via.headers["x-gateway-route-rule"], via.headers["x-gateway-model"]) == (
+        "privacy", "llama3.2:8b")  # fmt: skip
+    via = await chat(fresh, "gpt-4o-mini", f"note {AWS_KEY_ID} marker-fr")
+    assert AWS_KEY_ID in via.text  # restored
+    (seen,) = marked(fake_upstream, "marker-fr")
+    assert AWS_KEY_ID not in orjson.dumps(seen["body"]).decode()
+
+
+@pytest.mark.parametrize("force", ["", "ollama"])
+async def test_without_a_local_model_the_first_real_local_provider_serves(
+    fake_upstream: FakeUpstream, dead_port: int, force: str
+) -> None:
+    """privacy.local_model unset: the first model of the first local provider, a real
+    one before the built-in mock even when the mock is listed first (docs/ROUTING.md)."""
+    text = config_text(fake_upstream, dead_port)
+    text = text.replace("  local_model: local\n", "")
+    mock = "  mock:\n    type: mock\n    models: [demo]\n"
+    text = text.replace(mock, "").replace("providers:\n", "providers:\n" + mock)
+    if force:
+        text = text.replace("  capability_model: cloud\n", f"  force_provider: {force}\n")
+    assert "local_model" not in text and text.startswith("providers:\n" + mock)
+    async with serving(text) as c:
+        via = await chat(c, "gpt-4o-mini", f"to {EMAIL} marker-lt")
+        assert via.status_code == 200, via.text
+        assert (via.headers["x-gateway-route-rule"], via.headers["x-gateway-provider"]) == (
+            "privacy", "ollama")  # fmt: skip
+        via = await chat(c, "auto")
+        assert via.headers["x-gateway-route-rule"] == ("force_provider" if force else "default")
