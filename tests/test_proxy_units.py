@@ -88,6 +88,7 @@ def config_text(fake: FakeUpstream, dead_port: int) -> str:
             f"  api_keys: [{OPEN_KEY}]",
             "  keys:",
             f"    - {{name: narrow, sha256: {NARROW_SHA}, models: [cloud, 'ollama:*', auto]}}",
+            "pricing: {gpt-4o-mini: {input_per_1m: 150, output_per_1m: 600}}",
             "cache: {enabled: false}",
         ]
     )  # fmt: skip
@@ -640,3 +641,41 @@ async def test_without_a_local_model_the_first_real_local_provider_serves(
             "privacy", "ollama")  # fmt: skip
         via = await chat(c, "auto")
         assert via.headers["x-gateway-route-rule"] == ("force_provider" if force else "default")
+
+
+async def test_the_cost_of_a_response(client: httpx.AsyncClient) -> None:
+    """From `pricing:` and the usage the fake reports (1 prompt, 9 completion tokens)."""
+    via = await chat(client, "gpt-4o-mini", "hi")
+    assert via.json()["usage"]["prompt_tokens"] == 1
+    completion = via.json()["usage"]["completion_tokens"]
+    want = f"{(150 + completion * 600) / 1e6:.9f}".rstrip("0").rstrip(".")
+    assert via.headers["x-gateway-cost-usd"] == want
+    via = await chat(client, "local", "hi")
+    assert via.headers["x-gateway-cost-usd"] == "0"  # a local provider costs nothing
+    via = await chat(client, "gpt-4o-mini", "hi", stream=True)
+    assert "x-gateway-cost-usd" not in via.headers  # a stream's usage comes after its head
+
+
+async def test_a_kept_local_request_whose_local_provider_is_down_is_503_kept_local(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    text = config_text(fake_upstream, dead_port)
+    text = text.replace(
+        f"    base_url: {fake_upstream.url}\n", f"    base_url: http://127.0.0.1:{dead_port}\n"
+    )
+    assert f"127.0.0.1:{dead_port}\n" in text
+    async with serving(text) as c:
+        for stream in (False, True):
+            via = await chat(c, "gpt-4o-mini", f"to {EMAIL} marker-kd", stream=stream)
+            assert via.status_code == 503
+            err = error(via)
+            assert err["code"] == "kept_local"
+            assert "kept local" in err["message"] and "pii" in err["message"]
+            assert "'ollama'" in err["message"]
+            assert via.headers["x-gateway-provider"] == "ollama"
+        via = await chat(c, "gpt-4o-mini", "clean marker-kc")
+        assert via.status_code == 200  # the cloud still serves what is not kept local
+        via = await chat(c, "local", "not kept marker-kn")
+        assert via.status_code == 503  # no privacy finding: the provider's own error
+        assert error(via)["code"] == "provider_unavailable"
+    assert marked(fake_upstream, "marker-kd") == []
