@@ -446,6 +446,10 @@ def test_responses_are_scored_like_chat() -> None:
     json_object = {"input": "hi", "text": {"format": {"type": "json_object"}}}
     assert SCORER.score("responses", json_object).factors["structured"] == 0.5
     assert SCORER.score("responses", {"input": "hi", "text": "plain"}).factors["structured"] == 0
+    turns = [{"role": "user", "content": "again"}] * 20
+    assert SCORER.score("responses", {"input": turns}).factors["depth"] == 1.0
+    shallow = ComplexityScorer(ComplexitySettings(depth_full=2))
+    assert shallow.score("responses", {"input": turns[:2]}).factors["depth"] == 1.0
     for empty in ({"input": 5}, {"input": [{"role": "assistant", "content": "x"}]}):
         assert SCORER.score("responses", empty).score == 0.0
 
