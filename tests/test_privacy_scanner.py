@@ -1416,3 +1416,44 @@ def test_token_lengths_and_bodies(text: str, detector: str | None) -> None:
 @pytest.mark.parametrize("text", ["4111 1111-1111 1111", "41111 1111 1111 111", "4111111111111112"])
 def test_card_near_misses_at_the_start_of_a_text(text: str) -> None:
     assert found(text + " rest") == []
+
+
+def custom(*patterns: str) -> PrivacyScanner:
+    """Custom detectors d0, d1, ... ranked in that order (each above the built-in ones)."""
+    return PrivacyScanner(
+        custom=[PrivacyDetectorSpec(f"d{i}", p, "x") for i, p in enumerate(patterns)]
+    )
+
+
+def test_overlaps_go_to_the_better_rank_then_whatever_fits_beside() -> None:
+    assert found("abcd", custom("bcd", "abc")) == [("d0", "bcd")]
+    # d2 overlaps both kept hits; d3 fits exactly between them, touching each
+    got = found("abcdefghi", custom("abc", "ghi", "cdefg", "def"))
+    assert got == [("d0", "abc"), ("d3", "def"), ("d1", "ghi")]
+
+
+def test_a_pem_without_footer_in_the_last_of_several_texts() -> None:
+    head = "-----BEGIN PRIVATE KEY-----"
+    texts = [TextRef(("a",), "first text"), TextRef(("b",), f"{head}\n{PEM_BODY}and prose")]
+    [finding] = [f for f in SCANNER.scan(texts) if f.category != "keyword"]
+    assert (finding.detector, finding.value) == ("private_key", f"{head}\n{PEM_BODY.rstrip()}")
+
+
+def test_a_keyword_right_after_a_finding_is_still_a_keyword() -> None:
+    assert keywords(PEM + "secret") == ["secret"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api_key = 'your-api-key'",
+        "password: yourpassword1",
+        'password = "<not set"',
+        'password = "{unset"',
+        'api_key = "${API_KEY"',
+        'api_key = "sk-…"',
+        "password: Bytes",  # a type
+    ],
+)
+def test_more_placeholders_and_types(text: str) -> None:
+    assert_misses("secret_assignment", text)
