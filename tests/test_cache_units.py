@@ -125,6 +125,28 @@ def test_simhash_of_dense_vectors_splits_by_sign() -> None:
     assert sum(v.bit_count() for v in ones) == 32 * 12  # 12 coordinates added per plane
 
 
+def test_planes_add_twelve_coordinates_and_subtract_twelve() -> None:
+    """A vector along one coordinate sets the bits of the planes that add it; its opposite,
+    those of the planes that subtract it: 12 and 12 per plane (fewer in tiny dimensions)."""
+    for dimensions, width in ((24, 12), (384, 12), (8, 4)):
+        projector = Projector(dimensions)
+        basis = [[1.0 if i == k else 0.0 for i in range(dimensions)] for k in range(dimensions)]
+        plus = sum(projector.simhash(v).bit_count() for v in basis)
+        minus = sum(projector.simhash([-x for x in v]).bit_count() for v in basis)
+        assert (plus, minus) == (32 * width, 32 * width), dimensions
+
+
+def test_the_sparse_path_agrees_on_mixed_signs_and_magnitudes() -> None:
+    projector = Projector(384)
+    for seed in range(20):
+        vector = [0.0] * 384
+        for j in range(60):  # under a quarter set: the sparse path is taken
+            vector[(seed * 37 + j * 11) % 384] = math.sin(seed + 3.1 * j) * (1 + j % 5)
+        nonzero = sparse(vector)
+        assert nonzero is not None
+        assert projector.simhash(vector, nonzero) == projector.simhash(vector), seed
+
+
 def test_paraphrases_get_near_hashes_and_unrelated_questions_far_ones() -> None:
     embed, projector = BuiltinEmbedder().embed, Projector(256)
 
@@ -447,6 +469,43 @@ def test_a_recorded_stream_with_crlf_and_no_content() -> None:
     assert record(chunk({"content": "a"}, "stop"), DONE).message["role"] == "assistant"
 
 
+def test_a_recorded_stream_read_as_sse() -> None:
+    """Lines of an event besides its data, data without the space, a stream without model
+    or fingerprint, a choice without its index."""
+    plain = {"object": "chat.completion.chunk"}
+    first = {**plain, "choices": [{"delta": {"role": "assistant", "content": "a"}}]}
+    answer = record(
+        b"event: message\n: comment\ndata: " + orjson.dumps(first) + b"\n\n",
+        b"data:" + orjson.dumps({**plain, "choices": [{"index": 0, "delta": {"content": "b"}}]})
+        + b"\n\n",
+        b"data: " + orjson.dumps({**plain, "choices": [{"delta": {}, "finish_reason": "stop"}]})
+        + b"\n\n",
+        DONE,
+    )  # fmt: skip
+    assert answer == Answer("", {"role": "assistant", "content": "ab"}, "stop", None, None)
+
+
+def test_tool_calls_streamed_in_pieces() -> None:
+    """As OpenAI streams them: the first delta of a call has its id and name, the next ones
+    only pieces of the arguments (their index alone, or none)."""
+    answer = record(
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                               "function": {"name": "get_weather"}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
+        chunk({"tool_calls": [{"function": {"arguments": ' "Paris"}'}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"name": "noop", "arguments": "{}"}}]}),
+        chunk({}, "tool_calls"),
+        DONE,
+    )  # fmt: skip
+    assert answer is not None
+    assert answer.message["tool_calls"] == [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "", "type": "function", "function": {"name": "noop", "arguments": "{}"}},
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("events", "why"),
     [
@@ -566,6 +625,8 @@ def test_a_replayed_stream_without_usage_and_its_pieces() -> None:
     assert pieces_of("a" * 46 + " bc") == ["a" * 46 + " ", "bc"]  # after the last space
     assert pieces_of("a" * 47 + " bc") == ["a" * 47 + " ", "bc"]
     assert pieces_of("a" * 48 + " bc") == ["a" * 48, " bc"]  # never over 48
+    assert pieces_of("a " + "b" * 46) == ["a " + "b" * 46]  # 48: one piece
+    assert pieces_of("a " + "b" * 60) == ["a ", "b" * 48, "b" * 12]
     assert pieces_of("") == [] and pieces_of(None) == []  # type: ignore[arg-type]
 
 
@@ -677,11 +738,11 @@ async def test_a_miss_is_stored_and_then_an_exact_hit() -> None:
 async def test_a_hit_on_a_local_model_saves_tokens_not_money() -> None:
     c = Cache()
     ctx = await c.ask("Why is the sky blue?", provider="mock")
-    await c.cache.save(ctx, Answer("demo", {"content": "x"}, "stop", {"prompt_tokens": 0,
-                                                                      "completion_tokens": "9"}))  # fmt: skip
+    usage = {"prompt_tokens": 1, "completion_tokens": "9"}  # the model is priced elsewhere
+    await c.cache.save(ctx, Answer("demo", {"content": "x"}, "stop", usage))
     hit = await c.ask("Why is the sky blue?", provider="mock")
     assert hit.cache_status == "hit_exact"
-    assert c.metric("gateway_cache_saved_tokens_total", type="prompt") == 0
+    assert c.metric("gateway_cache_saved_tokens_total", type="prompt") == 1
     assert c.metric("gateway_cache_saved_tokens_total", type="completion") == 0
     assert c.metric("gateway_cache_saved_usd_total") == 0
 
@@ -722,6 +783,28 @@ async def test_a_number_spelled_out_still_finds_its_paraphrase() -> None:
     stored = await c.answer(await c.ask("Is 17 a prime number?"))
     hit = await c.ask("Is seventeen a prime number?")
     assert hit.cache_status == "hit_semantic" and hit.cached == stored
+
+
+async def test_the_target_is_part_of_the_key() -> None:
+    c = Cache()
+    await c.answer(await c.ask("What is the capital of France?"))
+    other_provider = await c.ask("What is the capital of France?", provider="mock")
+    assert other_provider.cache_status == "miss"
+    other_model = context("What is the capital of France?")
+    other_model.model = "gpt-4o"
+    await CacheStage(c.cache)(other_model)
+    assert other_model.cache_status == "miss"
+
+
+async def test_a_refreshed_answer_replaces_the_old_one_and_a_paraphrase_misses_safely() -> None:
+    """A no-cache refresh files the answer for exact hits (it is not embedded); the band
+    lists still name its key, and the lookup must skip the entry without a vector."""
+    c = Cache()
+    await c.answer(await c.ask("How do I reverse a list in Python?"), "old")
+    fresh = [(b"cache-control", b"no-cache")]
+    new = await c.answer(await c.ask("How do I reverse a list in Python?", headers=fresh))
+    assert (await c.ask("How do I reverse a list in Python?")).cached == new
+    assert (await c.ask("what's the way to reverse a python list")).cache_status == "miss"
 
 
 @pytest.mark.parametrize(
@@ -879,11 +962,16 @@ async def test_an_embedder_failure_is_a_miss_and_counted() -> None:
     assert ctx.cache_status == "miss" and ctx.cache_plan is not None
     assert ctx.cache_plan.lists is None
     assert c.errors("embed") == 1
+    reasons = {s.labels["reason"] for m in c.metrics.registry.collect() for s in m.samples
+               if s.name == "gateway_cache_errors_total"}  # fmt: skip
+    assert reasons <= {"ConnectError", "ConnectTimeout"}  # the exception's type
     await c.answer(ctx)  # stored for exact hits
     assert (await c.ask("Why is the sky blue?")).cache_status == "hit_exact"
 
 
 async def test_a_provider_embedder_gives_unit_vectors() -> None:
+    tagged = Cache("cache: {semantic: {embedder: 'mock:demo:latest'}}").cache.embedder
+    assert tagged is not None and tagged.name == "mock:demo:latest"  # a tag in the model name
     c = Cache("cache: {semantic: {embedder: 'mock:demo'}}")
     embedder = c.cache.embedder
     assert embedder is not None and embedder.name == "mock:demo" and embedder.local
