@@ -1457,3 +1457,28 @@ def test_a_keyword_right_after_a_finding_is_still_a_keyword() -> None:
 )
 def test_more_placeholders_and_types(text: str) -> None:
     assert_misses("secret_assignment", text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password=*** then password=hunter22",  # a placeholder first
+        'password = "" then password=hunter22',
+        "password policy, password=hunter22",  # no assignment first
+        "Password: the best is long. password=hunter22",  # prose first
+        "password=" + "a1" * 300 + " then password=hunter22",  # a value too long first
+    ],
+)
+def test_a_skipped_assignment_does_not_hide_the_next(text: str) -> None:
+    assert found(text) == [("secret_assignment", "hunter22")]
+
+
+def test_assignments_sharing_a_name_end_and_short_values() -> None:
+    got = found("secret_key=abc123xyz and api_key=def456xyz")
+    assert got == [("secret_assignment", "abc123xyz"), ("secret_assignment", "def456xyz")]
+    assert found("password=x9z") == [("secret_assignment", "x9z")]  # three characters
+
+
+def test_an_overlap_reaching_past_a_later_hit_is_decided_together() -> None:
+    scanner = custom("cdefghijkl", "ijk", "abc")
+    assert found("x" * 30 + "abcdefghijklmnop", scanner) == [("d0", "cdefghijkl")]
