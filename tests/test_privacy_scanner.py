@@ -1379,6 +1379,8 @@ def test_flush_after_a_chunk_with_nothing_held_back_is_empty() -> None:
         ("fe80::1 and cafe", "fe80::1"),  # the text ends in hex letters
         ("x" * 50 + " 2001:db8::1 is down", "2001:db8::1"),  # far into a text
         ("host 123:4::1 down", "123:4::1"),  # a group of three
+        ("the host is 2001:db8::1.", "2001:db8::1"),  # the sentence's full stop
+        ("host 2001:db8::8a2e:370:7334: down", "2001:db8::8a2e:370:7334"),  # a colon after
     ],
 )
 def test_ipv6_anywhere_in_a_text(text: str, address: str) -> None:
