@@ -158,6 +158,25 @@ def test_paraphrases_get_near_hashes_and_unrelated_questions_far_ones() -> None:
     assert distance("How do I reverse a list in Python?", "Best pizza toppings ever") > 4
 
 
+def test_builtin_embedding_values_are_pinned() -> None:
+    """The built-in embedding of a text is fixed, not only within a run: entries in Redis
+    outlive a gateway restart, and replicas of one version must agree with the vectors
+    already stored. Words, their signs, negations and unordered pairs of neighbours all
+    count; a change to the features is a change to every stored vector (update this)."""
+    embed = BuiltinEmbedder().embed
+
+    def nonzero(text: str) -> list[tuple[int, float]]:
+        return [(i, round(x, 6)) for i, x in enumerate(embed(text)) if x]
+
+    assert nonzero("list") == [(249, -1.0)]
+    text = "Why doesn't my Python script reverse the list? Not the list: the python script, never."
+    assert nonzero(text) == [
+        (0, -0.046806), (24, 0.046806), (74, 0.093613), (101, -0.624086), (114, -0.312043),
+        (141, -0.046806), (147, 0.093613), (209, 0.046806), (231, 0.624086), (249, -0.312043),
+    ]  # fmt: skip
+    assert embed("reverse list") == embed("list reverse")  # pairs are unordered
+
+
 def test_sparse_only_when_few_coordinates_are_set() -> None:
     assert sparse([0.0, 2.0, 0.0, 0.0, 0.0]) == [(1, 2.0)]
     assert sparse([0.0, 2.0, 0.0, 0.0]) is None  # a quarter set: dense is as cheap
