@@ -287,6 +287,14 @@ async def test_memory_store_lists_are_capped_newest_first_and_bounded() -> None:
     assert [len(items) for items in kept] == [2, 1, 1, 1]
 
 
+async def test_memory_store_entries_expire_with_their_ttl() -> None:
+    store = MemoryCacheStore(max_items=10)
+    await store.put("t:x:1", entry("1"), 0.01, [], ("1" * 32, 1), cap=2)
+    await store.put("t:x:2", entry("2"), 3600, [], ("2" * 32, 2), cap=2)
+    await asyncio.sleep(0.05)
+    assert await store.get_many(["t:x:1", "t:x:2"]) == [None, entry("2")]
+
+
 async def test_memory_store_purges_by_prefix() -> None:
     store = MemoryCacheStore(max_items=10)
     await store.put("t1:x:1", entry(), 60, ["t1:s:a"], ("1" * 32, 1), cap=4)
