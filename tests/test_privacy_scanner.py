@@ -1173,7 +1173,7 @@ def test_redact_takes_the_first_and_longest_of_overlapping_findings() -> None:
         finding("tail", "3456"),
         finding("employee_id", "EMP-99"),
         finding("email", "a@b.io"),
-        Finding("email", "pii", 5, 5, ref),  # an empty span is no value
+        Finding("email", "pii", 0, 0, ref),  # an empty span is no value
         Finding("email", "pii", 30, len(text) + 5, ref),  # a span past the text: not this one
     ]
     redaction = redact(body, [ref], findings)
@@ -1314,7 +1314,7 @@ def test_an_address_outside_a_url_is_an_email(text: str) -> None:
     [
         "postgres://user:password@db.example.com/app is down",
         "://user:password@host.io",
-        "see https://a.io then ftp://user:pw@host.io",  # the nearest scheme
+        "see https://a.io then ftp://user:password@host.io",  # the nearest scheme
         "https://user@example.com/ and more",
     ],
 )
@@ -1349,6 +1349,8 @@ def test_phone_lengths() -> None:
         (f"aws {AWS_SECRET}", True),  # context at the very start of the text
         (f"{AWS_SECRET} is our aws key", False),  # context must come before
         ("aws " + "x " * 60 + AWS_SECRET, False),  # more than 120 characters before
+        ("secret " + "x " * 60 + AWS_SECRET, False),
+        (f"{AWS_SECRET} is a secret", False),
         (f"aws blob {AWS_SECRET}= more", False),  # base64 padding: a longer value
     ],
 )
@@ -1449,7 +1451,8 @@ def test_a_keyword_right_after_a_finding_is_still_a_keyword() -> None:
     "text",
     [
         "api_key = 'your-api-key'",
-        "password: yourpassword1",
+        'password = "yourpassword1"',
+        'password = "YourPassword"',
         'password = "<not set"',
         'password = "{unset"',
         'api_key = "${API_KEY"',
