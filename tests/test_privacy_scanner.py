@@ -1219,7 +1219,9 @@ def test_an_ipv4_address_may_end_in_255() -> None:
     assert found("host 10.256.2.1 down") == []
 
 
-@pytest.mark.parametrize("header", ['{"alg":"none"}', '{"alg":"HS2"}', '{"alg":"RS256"}'])
+@pytest.mark.parametrize(
+    "header", ['{"alg":"none"}', '{"alg":"HS2"}', '{"alg":"RS256"}', '{"alg":"HS256","k":12}']
+)
 def test_jwt_headers_of_every_padding(header: str) -> None:
     segment = base64.urlsafe_b64encode(header.encode()).decode().rstrip("=")
     token = f"{segment}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
