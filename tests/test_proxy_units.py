@@ -28,6 +28,8 @@ AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # in pieces, for secret scanners
 OPEN_KEY = "open-key"  # any model
 NARROW = {"authorization": "Bearer narrow-key"}  # cloud, ollama:* and auto only
 NARROW_SHA = "cc6a3ad1d53969fb5d3a189f595a99cd34e965a52377c1563174af3f0047448a"
+AUTO_ONLY = {"authorization": "Bearer auto-key"}  # `auto` only
+AUTO_SHA = "640a49f0549c6b2ecff50a021f2a3020c95d003660c110858dde513b29ee8096"
 
 
 def normalized(body: bytes) -> bytes:
@@ -58,7 +60,7 @@ def config_text(fake: FakeUpstream, dead_port: int) -> str:
             f"    base_url: {fake.url}",
             f"    api_key: {UPSTREAM_KEY}",
             '    models: ["llama3.2:8b"]',
-            '    capabilities: {"*": [tools]}',
+            '    capabilities: {"llama3.2:8b": [tools], "*": [tools, vision]}',
             "  mock:",
             "    type: mock",
             "    models: [demo]",
@@ -88,6 +90,7 @@ def config_text(fake: FakeUpstream, dead_port: int) -> str:
             f"  api_keys: [{OPEN_KEY}]",
             "  keys:",
             f"    - {{name: narrow, sha256: {NARROW_SHA}, models: [cloud, 'ollama:*', auto]}}",
+            f"    - {{name: auto-only, sha256: {AUTO_SHA}, models: [auto]}}",
             "pricing: {gpt-4o-mini: {input_per_1m: 150, output_per_1m: 600}}",
             "cache: {enabled: false}",
         ]
@@ -279,10 +282,11 @@ async def test_a_body_that_is_not_json_is_a_502(client: httpx.AsyncClient) -> No
 
 @pytest.mark.parametrize("status", [400, 404, 422, 500, 429])
 async def test_an_upstream_error_passes_with_its_status_and_headers(
-    client: httpx.AsyncClient, status: int
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream, status: int
 ) -> None:
     fake = {"status": status, "retry_after": "3",
             "reply_headers": {"openai-processing-ms": "12", "x-other": "no"}}  # fmt: skip
+    want = direct(fake_upstream, {"model": "m", "messages": [], "fake": fake}).json()["error"]
     for stream in (False, True):
         via = await chat(client, stream=stream, fake=fake)
         assert via.status_code == status
@@ -294,6 +298,7 @@ async def test_an_upstream_error_passes_with_its_status_and_headers(
         assert "x-gateway-fallback" not in via.headers
         err = error(via)
         assert set(err) == {"message", "type", "param", "code"}
+        assert err["message"] == want["message"]  # the upstream's own words
         assert err["type"] == ("server_error" if status >= 500 else
                                "requests" if status == 429 else "invalid_request_error")  # fmt: skip
 
@@ -303,6 +308,8 @@ async def test_an_upstream_error_that_is_not_json_is_wrapped(client: httpx.Async
     assert via.status_code == 418
     assert via.headers["content-type"] == "application/json"
     assert "I am a teapot" in error(via)["message"]
+    via = await chat(client, fake={"status": 418, "error_body": ""})
+    assert error(via)["message"] == "Provider openai answered HTTP 418 with an empty body."
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -484,30 +491,44 @@ async def test_a_model_without_a_needed_capability_gives_way(client: httpx.Async
     assert via.headers["x-gateway-provider"] == "ollama"
 
 
-@pytest.mark.parametrize(
-    ("model", "allowed"),
-    [("cloud", True), ("gpt-4o-mini", True), ("local", True), ("ollama:llama3.2:8b", True),
-     ("auto", True), ("openai:gpt-4o-mini", True), ("demo", False), ("flaky-model", False)],
-)  # fmt: skip
-async def test_a_keys_allow_list(client: httpx.AsyncClient, model: str, allowed: bool) -> None:
-    via = await chat(client, model, headers=NARROW)
-    if allowed:
-        assert via.status_code == 200, via.text
-        return
-    assert via.status_code == 403
-    err = error(via)
-    assert (err["code"], err["param"]) == ("model_not_allowed", "model")
-    assert "'narrow'" in err["message"] and f"'{model}'" in err["message"]
-    assert "cloud, ollama:*, auto" in err["message"]
+ALLOWED = {
+    "cloud": True,
+    "gpt-4o-mini": True,
+    "local": True,
+    "ollama:llama3.2:8b": True,
+    "auto": True,
+    "openai:gpt-4o-mini": True,
+    "demo": False,
+    "flaky-model": False,
+}
 
 
-async def test_a_keys_allow_list_trims_the_fallback_chain(client: httpx.AsyncClient) -> None:
+async def test_a_keys_allow_list(fresh: httpx.AsyncClient) -> None:
+    """On a fresh app: the key's list is compiled on its first request."""
+    for model, allowed in ALLOWED.items():
+        via = await chat(fresh, model, headers=NARROW)
+        if allowed:
+            assert via.status_code == 200, (model, via.text)
+            continue
+        assert via.status_code == 403, model
+        err = error(via)
+        assert (err["code"], err["param"]) == ("model_not_allowed", "model")
+        assert "'narrow'" in err["message"] and f"'{model}'" in err["message"]
+        assert "cloud, ollama:*, auto" in err["message"]
+    assert (await chat(fresh, "demo")).status_code == 200  # the open key: any model
+    # `auto` allows model "auto", not its default target by name (docs/CONFIG.md)
+    assert (await chat(fresh, "auto", headers=AUTO_ONLY)).status_code == 200
+    for model in ("gpt-4o-mini", "cloud", "openai:gpt-4o-mini"):
+        assert (await chat(fresh, model, headers=AUTO_ONLY)).status_code == 403, model
+
+
+async def test_a_keys_allow_list_trims_the_fallback_chain(fresh: httpx.AsyncClient) -> None:
     """`auto` admits the rule's own target; its chain loses dead-model, not in the list."""
-    via = await chat(client, "auto", headers={"x-route": "flaky", **NARROW})
+    via = await chat(fresh, "auto", headers={"x-route": "flaky", **NARROW})
     assert via.status_code == 200, via.text
     assert via.headers["x-gateway-fallback"] == "flaky:flaky-model=http_503"
     assert via.headers["x-gateway-provider"] == "ollama"
-    via = await chat(client, "dead-model", headers=NARROW)
+    via = await chat(fresh, "dead-model", headers=NARROW)
     assert via.status_code == 403
 
 
@@ -546,6 +567,7 @@ async def counter(client: httpx.AsyncClient, name: str, **labels: str) -> float:
     [("gpt-4o-mini", {"garbage": 1}, [("openai", "invalid_response", None)]),
      ("gpt-4o-mini", {"garbage": 1, "stream": 1}, [("openai", "invalid_response", None)]),
      ("gpt-4o-mini", {"status": 400}, [("openai", "http_4xx", None)]),
+     ("gpt-4o-mini", {"fail_after": 2, "stream": 1}, [("openai", "upstream_error", None)]),
      ("gpt-4o-mini", {"status": 401}, [("openai", "http_5xx", None)]),  # said as a 502
      ("flaky-model", {}, [("flaky", "http_5xx", "http_5xx")]),
      ("limited-model", {}, [("limited", "http_429", "http_429")]),
