@@ -25,6 +25,7 @@ from bench.cache_eval import (
     other_served,
     served,
 )
+from gateway.cache import guard
 from gateway.cache.embed import BuiltinEmbedder, cosine
 from gateway.cache.guard import Facts, conflict, digits_of, facts, other_digits
 from tests import embed_server
@@ -32,6 +33,16 @@ from tests.conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("number", "date", "entity", "negation", "unit", "quantifier", "quoted")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_word_caches() -> None:
+    """guard.py files the tokens and words it has read in process-wide dicts; each test
+    starts without them, so that it runs the code it checks (a mutation run forks every
+    mutant from a process that already ran the tests, caches filled)."""
+    guard._TOKENS.clear()
+    guard._WORDS.clear()
+    guard._NOT_WORDS.clear()
 
 
 def differ(a: str, b: str) -> str | None:

@@ -337,8 +337,13 @@ async def test_redis_store_keeps_the_same_records(redis_store: RedisCacheStore) 
     for name in ("x:1", "s:a"):  # entries and lists expire with the TTL, in milliseconds
         assert 25_000 < raw.pttl(store.prefix + "t:" + name) <= 30_000
     assert raw.llen(store.prefix + "t:s:a") == 2
+    for i in range(4, 8):  # a longer list is read whole
+        await store.put(f"v:x:{i}", e, 30, ["v:s:a"], (f"{i}" * 32, i), cap=3)
+    (items,) = await store.read_lists(["v:s:a"])
+    assert list(items) == [(f"{i}" * 32, i) for i in (7, 6, 5)]
     await store.put("u:x:1", e, 30, ["u:s:a"], ("1" * 32, 1), cap=2)
     assert await store.purge("t:") == 5  # 3 entries, 2 lists
+    assert await store.purge("v:") == 5
     assert await store.get("t:x:1") is None and await store.get("u:x:1") == e
 
 
@@ -358,6 +363,8 @@ def test_redis_store_reads_the_url() -> None:
     assert (plain["host"], plain["port"], plain["db"], plain["password"]) == (
         "127.0.0.1", 6379, 0, None,
     )  # fmt: skip
+    slash = RedisCacheStore("redis://h/", "p:").cache.client.connection_pool.connection_kwargs
+    assert slash["db"] == 0
     assert store.prefix == "pre:"
 
 
