@@ -246,7 +246,7 @@ async def test_a_stream_without_usage_asked_reaches_the_client_without_it(
 @pytest.mark.parametrize(
     ("fake", "code"),
     [({"chunks": 4, "no_done": 1}, "upstream_stream_incomplete"),
-     ({"chunks": 8, "fail_after": 3}, None),
+     ({"chunks": 8, "fail_after": 3}, "upstream_error"),
      ({"garbage": 1}, "upstream_error")],
     ids=["no-done", "reset", "garbage"],
 )  # fmt: skip
@@ -266,6 +266,7 @@ async def test_a_cut_stream_ends_with_an_error_event(
         assert last["error"]["code"] == code
     if "garbage" in fake:
         assert b"<html>" not in via.content and len(parts) == 1
+        assert last["error"]["message"].endswith("sent a stream event that is not JSON.")
     else:
         assert len(parts) > 1 and b"error" not in b"".join(parts[:-1])
 
