@@ -702,3 +702,20 @@ async def test_a_kept_local_request_whose_local_provider_is_down_is_503_kept_loc
         assert via.status_code == 503  # no privacy finding: the provider's own error
         assert error(via)["code"] == "provider_unavailable"
     assert marked(fake_upstream, "marker-kd") == []
+
+
+async def test_unknown_model_auto_routes_an_unlisted_name_through_the_rules(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    text = config_text(fake_upstream, dead_port)
+    text = text.replace(
+        "  default_model: cloud\n", "  default_model: cloud\n  unknown_model: auto\n"
+    )
+    async with serving(text) as c:
+        via = await chat(c, "no-such-model")
+        assert via.status_code == 200, via.text
+        assert via.headers["x-gateway-route-rule"] == "default"
+        via = await chat(c, "no-such-model", headers={"x-route": "local"})
+        assert via.headers["x-gateway-route-rule"] == "to-local"
+        via = await chat(c, "gpt-4o-mini")
+        assert via.headers["x-gateway-route-rule"] == "explicit"  # a listed name stays
