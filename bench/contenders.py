@@ -70,6 +70,12 @@ CONTENDERS: list[Contender] = [
         note="this gateway with the response cache off (the cache's cost on a miss)",
     ),
     Contender(
+        "gateway-bare",
+        "gateway",
+        gateway_config={"cache": {"enabled": False}, "privacy": {"enabled": False}},
+        note="the proxy without the privacy scan and the cache (what the policy stages add)",
+    ),
+    Contender(
         "gateway+policy",
         "gateway",
         gateway_config={

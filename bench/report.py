@@ -129,7 +129,7 @@ class Target:
             if self.figure >= self.limit:
                 return "pass"
             return f"miss by {self.limit - self.figure:,.2f}{self.unit} ({self.figure / self.limit:.0%} of target)"
-        if self.figure < self.limit:
+        if self.figure < self.limit or (self.figure == self.limit and "<=" in self.text):
             return "pass"
         return f"miss by {self.figure - self.limit:,.2f}{self.unit} ({self.figure / self.limit:.1f}x the limit)"
 
@@ -143,6 +143,10 @@ def targets(view: View, name: str) -> list[Target]:
     starts = gateway.get("starts") or []
     return [
         Target("added p50 at concurrency 1 < 1 ms", view.added(name, "fast.1.p50_ms"), 1, " ms"),
+        # the developers' guide: the whole shipped chain within 0.5 ms at the median
+        Target(
+            "added p50 at concurrency 1 <= 0.5 ms", view.added(name, "fast.1.p50_ms"), 0.5, " ms"
+        ),
         Target("added p99 at concurrency 1 < 3 ms", view.added(name, "fast.1.p99_ms"), 3, " ms"),
         Target("requests/s at concurrency 32 >= 5x LiteLLM's", ratio, 5, "x", True),
         Target(
