@@ -830,15 +830,20 @@ async def test_the_target_is_part_of_the_key() -> None:
     assert other_model.cache_status == "miss"
 
 
-async def test_a_refreshed_answer_replaces_the_old_one_and_a_paraphrase_misses_safely() -> None:
-    """A no-cache refresh files the answer for exact hits (it is not embedded); the band
-    lists still name its key, and the lookup must skip the entry without a vector."""
+async def test_a_refreshed_answer_replaces_the_old_one_for_exact_and_semantic_hits() -> None:
+    """A no-cache refresh skips the lookup but embeds the question, so the new answer is
+    filed for paraphrases as the old one was."""
     c = Cache()
     await c.answer(await c.ask("How do I reverse a list in Python?"), "old")
+    paraphrase = await c.ask("what's the way to reverse a python list")
+    assert paraphrase.cache_status == "hit_semantic"
     fresh = [(b"cache-control", b"no-cache")]
-    new = await c.answer(await c.ask("How do I reverse a list in Python?", headers=fresh))
+    refresh = await c.ask("How do I reverse a list in Python?", headers=fresh)
+    assert refresh.cache_status == "bypass" and refresh.cached is None
+    new = await c.answer(refresh)
     assert (await c.ask("How do I reverse a list in Python?")).cached == new
-    assert (await c.ask("what's the way to reverse a python list")).cache_status == "miss"
+    again = await c.ask("what's the way to reverse a python list")
+    assert again.cache_status == "hit_semantic" and again.cached == new
 
 
 @pytest.mark.parametrize(

@@ -154,20 +154,14 @@ class ResponseCache:
         plan = CachePlan(keys, tenant_prefix(tenant), ttl)
         ctx.cache_plan = None if "no-store" in control else plan
         if "no-cache" in control:
+            if ctx.cache_plan is not None and self._semantic_ok(ctx, keys):
+                await self._embed(plan)  # the refreshed answer is filed for paraphrases too
             return self._result(ctx, "bypass")
         try:
             entry = await self.store.get(plan.prefix + "x:" + keys.exact)
             if entry is not None:
                 return self._hit(ctx, entry, "hit_exact", None)
-            semantic = self.settings.semantic
-            if (
-                keys.context
-                and self.embedder is not None
-                and semantic.enabled
-                and len(keys.question) <= semantic.max_question_chars
-            ):
-                if ctx.keep_local and not self.embedder.local:
-                    return self._result(ctx, "miss")  # its text must not reach a cloud embedder
+            if self._semantic_ok(ctx, keys):
                 await self._semantic(ctx, plan)
                 return None
         except StoreUnavailable as exc:
@@ -176,27 +170,45 @@ class ResponseCache:
             return self._result(ctx, "bypass")
         return self._result(ctx, "miss")
 
-    async def _semantic(self, ctx: RequestContext, plan: CachePlan) -> None:
+    def _semantic_ok(self, ctx: RequestContext, keys: CacheKeys) -> bool:
+        """Whether the semantic layer may read this request's last question."""
+        semantic = self.settings.semantic
+        return bool(
+            keys.context
+            and self.embedder is not None
+            and semantic.enabled
+            and len(keys.question) <= semantic.max_question_chars
+            # a question kept local must not reach a cloud embedder
+            and (self.embedder.local or not ctx.keep_local)
+        )
+
+    async def _embed(self, plan: CachePlan) -> bool:
+        """The question's embedding, SimHash and band lists into `plan`; False if the
+        embedder failed (the request goes on, exact layer only)."""
         assert self.embedder is not None
-        question = plan.keys.question
         embedder = self.embedder
-        nonzero: list[tuple[int, float]] | None
         if isinstance(embedder, _Builtin):
-            nonzero = plan.nonzero = embedder.sparse_embed(question)
+            plan.nonzero = embedder.sparse_embed(plan.keys.question)
             plan.dimensions = embedder.dimensions
         else:
             try:
-                vector = await embedder.embed(question)
+                vector = await embedder.embed(plan.keys.question)
             except Exception as exc:  # timeout, upstream error, odd payload: skip, never fail
                 self._failed("embed", type(exc).__name__, exc)
-                return self._result(ctx, "miss")
+                return False
             plan.vector = array("f", vector)
             plan.dimensions = len(vector)
-            nonzero = plan.nonzero = sparse(plan.vector)
-        plan.simhash = self._projector(plan.dimensions).simhash(plan.vector or (), nonzero)
-        lists = plan.lists = [
+            plan.nonzero = sparse(plan.vector)
+        plan.simhash = self._projector(plan.dimensions).simhash(plan.vector or (), plan.nonzero)
+        plan.lists = [
             plan.prefix + "s:" + name for name in band_keys(plan.keys.context, plan.simhash)
         ]
+        return True
+
+    async def _semantic(self, ctx: RequestContext, plan: CachePlan) -> None:
+        if not await self._embed(plan):
+            return self._result(ctx, "miss")
+        question, nonzero, lists = plan.keys.question, plan.nonzero, plan.lists or []
         band_lists = await self.store.read_lists(lists)
         names = close_items(band_lists, plan.simhash, _MAX_COMPARED)[:_MAX_COMPARED]
         if not names:
