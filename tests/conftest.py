@@ -32,6 +32,20 @@ def require(reason: str | None) -> None:
         pytest.skip(reason)
 
 
+async def redis_or_skip() -> Any:
+    """An asyncio client of the Redis at 127.0.0.1:6379; skips (strict: fails) if it is not
+    answering."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except redis.RedisError as exc:
+        await client.aclose()
+        require(f"Redis is not answering at 127.0.0.1:6379 ({exc})")
+    return client
+
+
 @dataclass
 class FakeUpstream:
     process: Process

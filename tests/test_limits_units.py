@@ -46,7 +46,7 @@ from gateway.errors import GatewayError, QuotaExceeded, RateLimited, StateUnavai
 from gateway.observability import Metrics, get_logger
 from gateway.pricing import Pricing
 from gateway.stores import NANO, Admission, Check, Store, Window, WindowState, build_store
-from tests.conftest import require
+from tests.conftest import redis_or_skip
 
 NOW_MS = 1_800_000_000_000
 PLAIN = "sk-limits-plain"
@@ -749,12 +749,7 @@ async def test_redis_unreachable_under_deny_refuses_every_request() -> None:
 
 @pytest.fixture
 async def redis_store() -> AsyncIterator[Any]:
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except redis.RedisError as exc:
-        await client.aclose()
-        require(f"Redis is not answering at 127.0.0.1:6379 ({exc})")
+    client = await redis_or_skip()
     prefix = f"test-{uuid4().hex}:"
     yield build_store(client, prefix)
     keys = [k async for k in client.scan_iter(match=prefix + "*")]

@@ -55,7 +55,7 @@ from gateway.responses.store import (
 )
 from gateway.responses.stream import ResponseStream
 from gateway.responses.turn import ConversationStage, read_record, tenant_of
-from tests.conftest import require
+from tests.conftest import redis_or_skip
 
 EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATED = 1_767_000_000
@@ -123,12 +123,7 @@ def test_records_round_trip_and_the_store_kind_follows_redis() -> None:
 @pytest.fixture
 async def redis_client() -> AsyncIterator[tuple[Any, str]]:
     """A client of the shared Redis and a key prefix of this test's own (removed after)."""
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except redis.RedisError as exc:
-        await client.aclose()
-        require(f"Redis is not answering at 127.0.0.1:6379 ({exc})")
+    client = await redis_or_skip()
     prefix = f"test-{uuid4().hex}:"
     yield client, prefix
     keys = [k async for k in client.scan_iter(match=prefix + "*")]

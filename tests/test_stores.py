@@ -41,7 +41,7 @@ from gateway.stores import (
 )
 from gateway.stores.memory import MemoryStore
 from gateway.stores.redis import RedisStore
-from tests.conftest import require
+from tests.conftest import redis_or_skip
 
 NOW_MS = 1_800_000_000_000  # the memory store's fake wall clock starts here (2027-01-15)
 MONTH, NEXT_MONTH = "2027-01", "2027-02"
@@ -49,16 +49,6 @@ SLACK_MS = 5_000  # how far Redis's own clock may have moved on during a test
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 RPM = Window("requests_per_minute", 60, 2)
 _CLOCK = [0]  # the fake time.time_ns() of the memory store's tests
-
-
-async def redis_or_skip() -> Any:
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except redis.RedisError as exc:
-        await client.aclose()
-        require(f"Redis is not answering at 127.0.0.1:6379 ({exc})")
-    return client
 
 
 async def delete_prefix(client: Any, prefix: str) -> None:
