@@ -21,7 +21,6 @@ from gateway.asgi import (
 from gateway.cache.answer import (
     Answer,
     StreamRecorder,
-    answer_from_body,
     answer_from_data,
     replay_body,
     replay_stream,
@@ -298,9 +297,8 @@ class ProxyEndpoint:
         ctx.status = upstream.status_code
         ctx.first_byte_at = time.perf_counter()
         await send_response(send, upstream.status_code, body, headers)
-        if ctx.cache_plan is not None:  # the parsed body; a restored one is parsed anew
-            restored = ctx.placeholders
-            ctx.cache_answer = answer_from_body(body) if restored else answer_from_data(data)
+        if ctx.cache_plan is not None:  # never redacted (not cached): the body as parsed
+            ctx.cache_answer = answer_from_data(data)
 
     async def _relay_error(
         self, ctx: RequestContext, provider: Provider, upstream: httpx.Response, send: Send

@@ -6,14 +6,13 @@ import errno
 import time
 from typing import Any
 
-import aiohttp
 import httpx
-import yarl
 
 from gateway.config import ProviderConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ProviderUnavailable, UpstreamError, UpstreamTimeout
 from gateway.providers.breaker import CircuitBreaker
+from gateway.providers.upstream import AiohttpUpstream
 
 # Client headers never sent upstream: credentials, hop-by-hop, and what the gateway sets.
 _DROP_HEADERS = frozenset(
@@ -32,9 +31,7 @@ def _transport(cfg: ProviderConfig, limits: httpx.Limits) -> httpx.AsyncBaseTran
 
         return DemoTransport()
     if cfg.transport == "aiohttp":
-        from gateway.providers.upstream import AiohttpUpstream
-
-        return AiohttpUpstream(limits=limits)
+        return AiohttpUpstream(cfg.timeouts, limits=limits)
     return httpx.AsyncHTTPTransport(limits=limits)
 
 
@@ -82,13 +79,6 @@ class Provider:
         self.transport = _transport(cfg, limits)
         self._timeout = {"connect": t.connect, "read": t.read, "write": t.write, "pool": t.pool}
         self._urls: dict[str, httpx.URL] = {}
-        self._fast: Any = None  # the aiohttp transport's direct path (upstream.py)
-        if cfg.transport == "aiohttp" and cfg.type != "mock":
-            self._fast = self.transport
-            self._fast_timeout = aiohttp.ClientTimeout(
-                sock_connect=t.connect, sock_read=t.read, connect=t.pool
-            )
-            self._fast_urls: dict[str, yarl.URL] = {}
         self.client = httpx.AsyncClient(
             transport=self.transport, timeout=httpx.Timeout(**self._timeout)
         )
@@ -107,8 +97,13 @@ class Provider:
         """POST the body to `<base_url><ctx.upstream_path>`; the response body is not read yet."""
         if self.missing:
             raise ProviderUnavailable(self.missing)
-        if self._fast is not None:
-            return await self._send_fast(ctx, body)
+        if isinstance(self.transport, AiohttpUpstream):
+            try:
+                return await self.transport.post(
+                    self.base_url, ctx.upstream_path, self._request_headers(ctx), body
+                )
+            except httpx.HTTPError as exc:
+                raise self.failure(exc) from None
         url = self._urls.get(ctx.upstream_path)
         if url is None:
             url = self._urls[ctx.upstream_path] = httpx.URL(self.base_url + ctx.upstream_path)
@@ -121,19 +116,6 @@ class Provider:
         )
         try:
             return await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
-            raise self.failure(exc) from None
-
-    async def _send_fast(self, ctx: RequestContext, body: bytes) -> httpx.Response:
-        url = self._fast_urls.get(ctx.upstream_path)
-        if url is None:
-            url = self._fast_urls[ctx.upstream_path] = yarl.URL(self.base_url + ctx.upstream_path)
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in self._request_headers(ctx)
-        ]
-        try:
-            response: httpx.Response = await self._fast.post(url, headers, body, self._fast_timeout)
-            return response
         except httpx.HTTPError as exc:
             raise self.failure(exc) from None
 

@@ -11,6 +11,8 @@ aiohttp call. About 60-80 us less per request in process (bench/NOTES.md). Other
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import httpx
 import yarl
@@ -29,14 +31,23 @@ class UpstreamStream(AiohttpResponseStream):
 
 
 class AiohttpUpstream(AiohttpTransport):
+    def __init__(self, timeouts: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        t = timeouts  # the provider's TimeoutsConfig
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=t.connect, sock_read=t.read, connect=t.pool
+        )
+        self._urls: dict[str, yarl.URL] = {}
+
     async def post(
-        self,
-        url: yarl.URL,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        timeout: aiohttp.ClientTimeout,
+        self, base_url: str, path: str, pairs: list[tuple[bytes, bytes]], body: bytes
     ) -> httpx.Response:
-        """POST as `handle_async_request` would, the same errors mapped to httpx's."""
+        """POST `<base_url><path>` as `handle_async_request` would, the same errors mapped
+        to httpx's."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = yarl.URL(base_url + path)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         with map_aiohttp_exceptions():
@@ -48,7 +59,7 @@ class AiohttpUpstream(AiohttpTransport):
                 allow_redirects=False,
                 auto_decompress=False,  # bytes pass through to the client unchanged
                 compress=False,
-                timeout=timeout,
+                timeout=self._timeout,
             )
         extensions = _EXTENSIONS
         if response.reason:
