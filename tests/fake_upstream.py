@@ -17,7 +17,12 @@ wins). "Content chunks" are a stream's events after its role chunk.
     retry_after   with `status`: a Retry-After header of this value (seconds)
     reply_headers extra response headers, a JSON object (`{"retry-after-ms": "250"}`), on
                   any reply: success, stream or error
-    no_done       1: a stream ends after its last event without `data: [DONE]`
+    no_done       1: a stream ends after its last event without `data: [DONE]` (a
+                  Responses stream: without its terminal `response.completed` event)
+    bad_event     a stream's content chunk N (0-based) is sent as a data line that is
+                  not JSON; the rest of the stream is unchanged
+    cut_bytes     a stream's last N bytes are never sent (2: the last event without its
+                  closing blank line; more: the stream ends mid-event)
     tags          the models `GET /api/tags` lists, comma-separated (Ollama's listing;
                   without it that path is 404, as llama.cpp answers): send it as a
                   provider's `headers: {x-fake-tags: ...}`
@@ -77,7 +82,7 @@ MODEL_IDS = ("fake-model", "gpt-4o-mini", "text-embedding-3-small")
 ERROR_TYPES = {429: "requests"}
 INT_OPTIONS = (
     "delay_ms", "chunks", "interval_ms", "status", "fail_after", "stall_after", "stall_ms",
-    "garbage", "seed", "size", "no_done",
+    "garbage", "seed", "size", "no_done", "bad_event", "cut_bytes",
 )  # fmt: skip
 STR_OPTIONS = ("error_body", "content", "arguments", "retry_after", "reply_headers", "tags")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -115,6 +120,8 @@ class Options:
     size: int = 1024
     reply_headers: str | None = None
     no_done: int = 0
+    bad_event: int | None = None
+    cut_bytes: int = 0
     tags: str | None = None
 
 
@@ -629,6 +636,8 @@ class FakeUpstream:
         sse = [b"event: " + k.encode() + b"\ndata: " + dumps(e) + b"\n\n" for k, e in numbered]
         if opts.garbage:
             sse = [b"event: x\ndata: {not json, event %d}\n\n" % i for i in range(len(sse))]
+        if opts.no_done:
+            sse.pop()
         await self._send_events(receive, send, opts, sse, len(events))
 
     async def _completions(
@@ -751,6 +760,7 @@ class FakeUpstream:
         self, receive: Receive, send: Send, opts: Options, events: list[bytes], head: int
     ) -> None:
         """Send SSE events with the options' faults; `head` events precede the content."""
+        events = stream_faults(events, opts, head)
         fail_at = head + opts.fail_after if opts.fail_after is not None else -1
         stall_at = head + opts.stall_after if opts.stall_after is not None else -1
         interval = opts.interval_ms / 1000
@@ -789,6 +799,20 @@ class FakeUpstream:
                 self.stats.cancelled_streams += 1
             else:
                 self.stats.failed_streams += 1
+
+
+def stream_faults(events: list[bytes], opts: Options, head: int) -> list[bytes]:
+    """The `bad_event` and `cut_bytes` options applied to a stream's events."""
+    events = list(events)
+    if opts.bad_event is not None and 0 <= head + opts.bad_event < len(events):
+        events[head + opts.bad_event] = b"data: {not json, bad_event}\n\n"
+    cut = opts.cut_bytes
+    while cut > 0 and events:
+        last = events.pop()
+        if len(last) > cut:
+            events.append(last[:-cut])
+        cut -= len(last)
+    return events
 
 
 def extra_headers(opts: Options) -> list[tuple[bytes, bytes]]:
