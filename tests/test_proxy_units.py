@@ -719,3 +719,283 @@ async def test_unknown_model_auto_routes_an_unlisted_name_through_the_rules(
         assert via.headers["x-gateway-route-rule"] == "to-local"
         via = await chat(c, "gpt-4o-mini")
         assert via.headers["x-gateway-route-rule"] == "explicit"  # a listed name stays
+
+
+# ----------------------------------------------- gaps the mutation run of 2026-11-29 showed
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, from /metrics."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        inside, value = line[len(name) + 1 :].rsplit("} ", 1)
+        have = dict(re.findall(r'(\w+)="([^"]*)"', inside))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+async def metrics_text(client: httpx.AsyncClient) -> str:
+    return (await client.get("http://gw/metrics")).text
+
+
+def cached_config(fake: FakeUpstream, dead_port: int) -> str:
+    text = config_text(fake, dead_port)
+    on = "cache: {enabled: true, semantic: {enabled: false}}"
+    assert "cache: {enabled: false}" in text
+    return text.replace("cache: {enabled: false}", on)
+
+
+async def test_a_cache_hit_is_replayed_without_the_upstream_and_spends_nothing(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    async with serving(cached_config(fake_upstream, dead_port)) as c:
+        first = await chat(c, "gpt-4o-mini", "marker-hit-body")
+        assert (first.status_code, first.headers["x-gateway-cache"]) == (200, "miss")
+        assert first.headers["x-gateway-cost-usd"] != "0"
+        before = await metrics_text(c)
+        hit = await chat(c, "gpt-4o-mini", "marker-hit-body")
+        after = await metrics_text(c)
+        assert hit.status_code == 200
+        assert hit.headers["x-gateway-cache"] == "hit-exact"
+        assert hit.headers["content-type"] == "application/json"
+        assert hit.headers["x-gateway-cost-usd"] == "0"
+        assert (hit.headers["x-gateway-provider"], hit.headers["x-gateway-model"]) == (
+            "openai", "gpt-4o-mini")  # fmt: skip
+        assert "cache-control" not in hit.headers
+        got, want = hit.json(), first.json()
+        assert got["object"] == "chat.completion" and got["id"] != want["id"]
+        assert got["choices"][0]["message"] == want["choices"][0]["message"]
+        assert got["usage"] == want["usage"]  # what it saved, said as the upstream said it
+        assert len(marked(fake_upstream, "marker-hit-body")) == 1
+        labels = {"provider": "openai", "stream": "false"}
+        for name, more in [("gateway_requests_total", {"status": "2xx"}),
+                           ("gateway_time_to_first_byte_seconds_count", {})]:  # fmt: skip
+            assert samples(after, name, **labels, **more) == samples(
+                before, name, **labels, **more) + 1, name  # fmt: skip
+        assert samples(after, "gateway_tokens_total") == samples(before, "gateway_tokens_total")
+        assert samples(after, "gateway_upstream_duration_seconds_count") == samples(
+            before, "gateway_upstream_duration_seconds_count")  # fmt: skip
+
+
+async def test_a_streamed_cache_hit_is_a_stream_with_usage_only_when_asked(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    async with serving(cached_config(fake_upstream, dead_port)) as c:
+        first = await chat(c, "gpt-4o-mini", "marker-hit-stream", stream=True)
+        assert first.headers["x-gateway-cache"] == "miss"
+        assert b'"usage":{' not in first.content  # asked by the gateway, removed
+        for asked in (False, True):
+            extra = {"stream_options": {"include_usage": True}} if asked else {}
+            before = await metrics_text(c)
+            hit = await chat(c, "gpt-4o-mini", "marker-hit-stream", stream=True, **extra)
+            after = await metrics_text(c)
+            assert hit.status_code == 200
+            assert hit.headers["x-gateway-cache"] == "hit-exact"
+            assert hit.headers["content-type"] == "text/event-stream"
+            assert hit.headers.get_list("cache-control") == ["no-cache"]
+            assert hit.headers["x-accel-buffering"] == "no"
+            assert hit.headers["x-gateway-cost-usd"] == "0"
+            parts = events(hit.content)
+            assert parts[-1] == b"data: [DONE]"
+            assert (b'"usage":{' in hit.content) is asked
+            assert (b'"usage":null' in hit.content) is asked
+            text = "".join(
+                (orjson.loads(p[6:])["choices"] or [{}])[0].get("delta", {}).get("content", "")
+                for p in parts[:-1]
+            )
+            assert "marker-hit-stream" in text
+            labels = {"provider": "openai", "stream": "true", "status": "2xx"}
+            assert samples(after, "gateway_requests_total", **labels) == samples(
+                before, "gateway_requests_total", **labels) + 1  # fmt: skip
+            assert samples(after, "gateway_tokens_total") == samples(
+                before, "gateway_tokens_total")  # fmt: skip
+        assert len(marked(fake_upstream, "marker-hit-stream")) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "stream"),
+    [({"x-fake-status": "500"}, False), ({"x-fake-status": "400"}, False),
+     ({"x-fake-no-done": "1"}, True), ({"x-fake-fail-after": "2"}, True)],
+    ids=["500", "400", "no-done", "reset"],
+)  # fmt: skip
+async def test_an_error_or_a_cut_stream_is_never_stored(
+    fake_upstream: FakeUpstream, dead_port: int, headers: dict[str, str], stream: bool
+) -> None:
+    marker = f"marker-ns-{next(iter(headers.values()))}-{stream}"
+    async with serving(cached_config(fake_upstream, dead_port)) as c:
+        bad = await chat(c, "gpt-4o-mini", marker, headers=headers, stream=stream)
+        assert bad.headers["x-gateway-cache"] == "miss"
+        good = await chat(c, "gpt-4o-mini", marker, stream=stream)
+        assert (good.status_code, good.headers["x-gateway-cache"]) == (200, "miss")
+        again = await chat(c, "gpt-4o-mini", marker, stream=stream)
+        assert again.headers["x-gateway-cache"] == "hit-exact"  # the good one was stored
+    assert len(marked(fake_upstream, marker)) == 2
+
+
+async def test_an_answer_of_a_fallback_is_not_stored_under_the_first_targets_key(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    async with serving(cached_config(fake_upstream, dead_port)) as c:
+        for _ in range(2):
+            via = await chat(c, "flaky-model", "marker-fb-cache")
+            assert via.status_code == 200
+            assert via.headers["x-gateway-fallback"] == "flaky:flaky-model=http_503"
+            assert via.headers["x-gateway-cache"] == "miss"
+    seen = marked(fake_upstream, "marker-fb-cache")
+    assert [r["body"]["model"] for r in seen] == ["flaky-model", "gpt-4o-mini"] * 2
+
+
+async def test_the_gateways_own_errors_are_json(client: httpx.AsyncClient) -> None:
+    for via in (
+        await client.post("/chat/completions", content=b"{not json"),
+        await chat(client, "no-such-model"),
+        await chat(client, "auto", headers={"x-route": "block"}),
+        await chat(client, fake={"garbage": 1}),
+    ):
+        assert via.status_code >= 400
+        assert via.headers["content-type"] == "application/json"
+        assert via.headers["content-length"] == str(len(via.content))
+        assert set(error(via)) == {"message", "type", "param", "code"}
+
+
+async def test_an_upstream_error_body_is_read_up_to_1_mib(client: httpx.AsyncClient) -> None:
+    """A JSON error body over 1 MiB is cut at the bound: no longer JSON, so its first 500
+    characters are the message (a body under the bound gives its own message)."""
+    pad = "x" * (3 << 19)  # 1.5 MiB
+    big = orjson.dumps({"error": {"message": "big body", "type": "t"}, "pad": pad}).decode()
+    via = await chat(client, fake={"status": 500, "error_body": big})
+    assert via.status_code == 500
+    message = error(via)["message"]
+    assert message.startswith('{"error":{"message":"big body"') and len(message) == 500
+    small = orjson.dumps(
+        {"error": {"message": "small body", "type": "t"}, "pad": pad[: (1 << 20) - 100]}
+    )
+    via = await chat(client, fake={"status": 500, "error_body": small.decode()})
+    assert error(via)["message"] == "small body"
+
+
+async def test_a_body_cut_after_its_head_is_a_502_naming_the_provider(
+    client: httpx.AsyncClient,
+) -> None:
+    before = await metrics_text(client)
+    via = await chat(client, fake={"fail_after": 0})
+    after = await metrics_text(client)
+    assert via.status_code == 502
+    err = error(via)
+    assert (err["type"], err["code"]) == ("server_error", "upstream_error")
+    assert "'openai'" in err["message"]
+    assert via.headers["content-type"] == "application/json"
+    assert via.headers["x-gateway-provider"] == "openai"
+    labels = {"provider": "openai", "kind": "upstream_error"}
+    assert samples(after, "gateway_upstream_errors_total", **labels) == samples(
+        before, "gateway_upstream_errors_total", **labels) + 1  # fmt: skip
+    assert samples(after, "gateway_upstream_errors_total", kind="invalid_response") == samples(
+        before, "gateway_upstream_errors_total", kind="invalid_response")  # fmt: skip
+
+
+@pytest.mark.parametrize("cut", [2, 20])
+async def test_a_stream_cut_mid_event_gets_a_blank_line_before_its_error_event(
+    client: httpx.AsyncClient, fake_upstream: FakeUpstream, cut: int
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cut"}],
+            "stream": True, "stream_options": {"include_usage": True},
+            "fake": {"chunks": 3, "no_done": 1, "cut_bytes": cut}}  # fmt: skip
+    via = await client.post("/chat/completions", json=body)
+    sent = direct(fake_upstream, body).content
+    assert not sent.endswith(b"\n")
+    assert via.status_code == 200
+    head, error_event = normalized(via.content).rsplit(b"\n\n", 2)[:2]
+    assert head == normalized(sent)  # as sent, then a blank line, then the error event
+    last = orjson.loads(error_event.removeprefix(b"data: "))
+    assert last["error"]["code"] == "upstream_stream_incomplete"
+    assert via.content.endswith(b"\n\n")
+
+
+async def test_an_open_circuit_on_the_local_provider_is_kept_local_with_its_retry_after(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    text = config_text(fake_upstream, dead_port)
+    down = f"    base_url: http://127.0.0.1:{dead_port}\n"
+    text = text.replace(f"    base_url: {fake_upstream.url}\n", down)
+    one = "    breaker: {failures: 1, cooldown_seconds: 60}\n  mock:\n"
+    text = text.replace("  mock:\n", one)
+    assert one in text and down in text
+    async with serving(text) as c:
+        via = await chat(c, "gpt-4o-mini", f"to {EMAIL} marker-co")
+        assert (via.status_code, error(via)["code"]) == (503, "kept_local")
+        assert "retry-after" not in via.headers  # refused: nothing to wait for
+        for _ in range(2):  # the circuit is open now: no upstream call
+            via = await chat(c, "gpt-4o-mini", f"to {EMAIL} marker-co")
+            assert via.status_code == 503
+            err = error(via)
+            assert err["code"] == "kept_local"
+            assert err["message"].startswith(
+                "This request was kept local (pii found at privacy level standard), and the "
+                "local provider 'ollama' could not serve it: Provider 'ollama' is failing fast"
+            )  # fmt: skip
+            assert err["message"].endswith("it is tried again in 60 s.")
+            assert via.headers["retry-after"] == "60"
+            assert via.headers["content-type"] == "application/json"
+        via = await chat(c, "local", "not kept marker-co")  # the provider's own error
+        assert via.status_code == 503
+        err = error(via)
+        assert err["code"] == "provider_circuit_open"
+        assert err["message"].startswith("Provider 'ollama' is failing fast: its circuit")
+        assert err["message"].endswith("it is tried again in 60 s.")
+        assert via.headers["retry-after"] == "60"
+        assert via.headers["x-gateway-provider"] == "ollama"
+
+
+def access_lines(out: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("event") == "access"]
+
+
+async def test_the_access_log_says_what_happened(
+    fake_upstream: FakeUpstream, dead_port: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        config_text(fake_upstream, dead_port).replace(
+            "{name: narrow, sha256:", "{name: narrow, team: blue, tier: gold, sha256:"
+        )
+        + "\ntiers: {gold: {}}\nteams: {blue: {}}\n"
+    )
+    assert "team: blue" in text
+    async with serving(text) as c:
+        capfd.readouterr()
+        via = await chat(c, "auto", "marker-al", headers={"x-route": "flaky", **NARROW},
+                         stream=True)  # fmt: skip
+        assert via.status_code == 200
+        (log,) = access_lines(capfd.readouterr().out)
+        assert log["request_id"] == via.headers["x-request-id"]
+        assert log["key"] == "narrow"
+        assert (log["endpoint"], log["provider"], log["model"]) == (
+            "chat", "ollama", "llama3.2:8b")  # fmt: skip
+        assert (log["requested_model"], log["stream"], log["status"]) == ("auto", True, 200)
+        assert (log["error"], log["rule"], log["tier"], log["team"]) == (
+            None, "flaky-first", "gold", "blue")  # fmt: skip
+        assert log["fallback"] == [{"target": "flaky:flaky-model", "reason": "http_503"}]
+        assert 0 < log["ttfb_ms"] <= log["latency_ms"]
+        assert log["prompt_tokens"] == 1 and log["completion_tokens"] > 0
+        assert log["cost_usd"] == 0.0  # local
+        assert log["complexity"] == round(log["complexity"], 3) and 0 <= log["complexity"] < 1
+        assert (log["privacy"], log["cache"]) == ([], None)
+
+        via = await chat(c, "m" * 200)
+        (log,) = access_lines(capfd.readouterr().out)
+        assert (log["status"], log["error"]) == (404, "model_not_found")
+        assert log["requested_model"] == "m" * 128
+        assert (log["provider"], log["model"], log["ttfb_ms"], log["rule"]) == (
+            None, None, None, None)  # fmt: skip
+        assert (log["prompt_tokens"], log["completion_tokens"], log["fallback"]) == (
+            None, None, None)  # fmt: skip
+        assert (log["key"], log["tier"], log["team"], log["stream"]) == (
+            log["key"], "unlimited", None, False)  # fmt: skip
+        assert re.fullmatch("key-[0-9a-f]{8}", log["key"])
+
+        via = await chat(c, "gpt-4o-mini", f"to {EMAIL}")
+        (log,) = access_lines(capfd.readouterr().out)
+        assert (log["privacy"], log["rule"], log["complexity"]) == (["pii"], "privacy", None)
