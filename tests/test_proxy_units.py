@@ -886,7 +886,8 @@ async def test_a_body_cut_after_its_head_is_a_502_naming_the_provider(
     assert via.status_code == 502
     err = error(via)
     assert (err["type"], err["code"]) == ("server_error", "upstream_error")
-    assert "'openai'" in err["message"]
+    assert err["message"].startswith("provider 'openai' at http://127.0.0.1:")
+    assert " failed: " in err["message"] and not err["message"].endswith("None.")
     assert via.headers["content-type"] == "application/json"
     assert via.headers["x-gateway-provider"] == "openai"
     labels = {"provider": "openai", "kind": "upstream_error"}
@@ -896,22 +897,44 @@ async def test_a_body_cut_after_its_head_is_a_502_naming_the_provider(
         before, "gateway_upstream_errors_total", kind="invalid_response")  # fmt: skip
 
 
-@pytest.mark.parametrize("cut", [2, 20])
+@pytest.mark.parametrize("cut", [0, 2, 20])
 async def test_a_stream_cut_mid_event_gets_a_blank_line_before_its_error_event(
     client: httpx.AsyncClient, fake_upstream: FakeUpstream, cut: int
 ) -> None:
+    """Only then: a stream that ends between events gets its error event right away."""
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cut"}],
             "stream": True, "stream_options": {"include_usage": True},
             "fake": {"chunks": 3, "no_done": 1, "cut_bytes": cut}}  # fmt: skip
     via = await client.post("/chat/completions", json=body)
     sent = direct(fake_upstream, body).content
-    assert not sent.endswith(b"\n")
+    assert sent.endswith(b"}\n\n") if cut == 0 else not sent.endswith(b"\n")
     assert via.status_code == 200
-    head, error_event = normalized(via.content).rsplit(b"\n\n", 2)[:2]
-    assert head == normalized(sent)  # as sent, then a blank line, then the error event
-    last = orjson.loads(error_event.removeprefix(b"data: "))
+    got = normalized(via.content)
+    head = normalized(sent) + (b"\n\n" if cut else b"")
+    assert got.startswith(head + b"data: {")  # as sent, a blank line if cut, the error
+    last = orjson.loads(got.removeprefix(head).removeprefix(b"data: "))
     assert last["error"]["code"] == "upstream_stream_incomplete"
-    assert via.content.endswith(b"\n\n")
+    assert got.endswith(b"}\n\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [({}, "plain"), ({"stream_options": {"include_usage": True}}, "asked"),
+     ({}, f"note {AWS_KEY_ID} restored")],
+    ids=["stripped", "asked", "restored"],
+)  # fmt: skip
+async def test_a_last_done_without_its_blank_line_still_ends_the_stream(
+    client: httpx.AsyncClient, extra: dict[str, Any], text: str
+) -> None:
+    """`data: [DONE]` cut of its closing blank line: held back by the usage stripper or the
+    placeholder restorer until the end, then passed on; no error event."""
+    via = await chat(client, "gpt-4o-mini", text, stream=True, fake={"cut_bytes": 2}, **extra)
+    assert via.status_code == 200
+    assert via.content.endswith(b"}\n\ndata: [DONE]")
+    assert b'"error"' not in via.content
+    assert (b'"usage":{' in via.content) is ("stream_options" in extra)
+    if "restored" in text:
+        assert AWS_KEY_ID in via.text
 
 
 async def test_an_open_circuit_on_the_local_provider_is_kept_local_with_its_retry_after(
@@ -947,6 +970,9 @@ async def test_an_open_circuit_on_the_local_provider_is_kept_local_with_its_retr
         assert err["message"].endswith("it is tried again in 60 s.")
         assert via.headers["retry-after"] == "60"
         assert via.headers["x-gateway-provider"] == "ollama"
+        text = await metrics_text(c)
+        assert samples(text, "gateway_upstream_errors_total", kind="provider_circuit_open") == 0
+        assert samples(text, "gateway_upstream_errors_total", provider="ollama") == 1
 
 
 def access_lines(out: str) -> list[dict[str, Any]]:
@@ -999,3 +1025,188 @@ async def test_the_access_log_says_what_happened(
         via = await chat(c, "gpt-4o-mini", f"to {EMAIL}")
         (log,) = access_lines(capfd.readouterr().out)
         assert (log["privacy"], log["rule"], log["complexity"]) == (["pii"], "privacy", None)
+
+
+@pytest.mark.parametrize("answer", ["[1, 2]", '"text"', '{"usage": "lots", "choices": []}'])
+async def test_a_200_whose_json_is_odd_is_relayed_as_is_without_usage(
+    client: httpx.AsyncClient, answer: str
+) -> None:
+    before = await metrics_text(client)
+    via = await chat(client, fake={"status": 200, "error_body": answer})
+    after = await metrics_text(client)
+    assert (via.status_code, via.text) == (200, answer)
+    assert via.headers["content-type"] == "application/json"
+    assert via.headers["x-gateway-provider"] == "openai"
+    assert via.headers["x-gateway-cost-usd"] == "0"  # no usage, no tokens
+    assert samples(after, "gateway_tokens_total") == samples(before, "gateway_tokens_total")
+    ok = {"provider": "openai", "stream": "false", "status": "2xx"}
+    assert samples(after, "gateway_requests_total", **ok) == samples(
+        before, "gateway_requests_total", **ok) + 1  # fmt: skip
+
+
+@pytest.mark.parametrize("asked", [False, True])
+async def test_a_streams_tokens_are_counted_whether_or_not_the_client_asked(
+    client: httpx.AsyncClient, asked: bool
+) -> None:
+    extra = {"stream_options": {"include_usage": True}} if asked else {}
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    before = await metrics_text(client)
+    via = await chat(client, "gpt-4o-mini", "count me", stream=True, **extra)
+    after = await metrics_text(client)
+    assert events(via.content)[-1] == b"data: [DONE]"
+    for kind, least in (("prompt", 1), ("completion", 2)):
+        grew = samples(after, "gateway_tokens_total", type=kind, **labels) - samples(
+            before, "gateway_tokens_total", type=kind, **labels)  # fmt: skip
+        assert grew >= least, kind
+    stream = {"provider": "openai", "stream": "true"}
+    assert samples(after, "gateway_time_to_first_byte_seconds_count", **stream) == samples(
+        before, "gateway_time_to_first_byte_seconds_count", **stream) + 1  # fmt: skip
+
+
+async def test_the_access_log_names_what_failed(
+    fake_upstream: FakeUpstream, dead_port: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    coded = '{"error": {"message": "slow down", "type": "requests", "code": "rate_limited"}}'
+    asked = {"stream_options": {"include_usage": True}}
+    cases: list[tuple[dict[str, Any], bool, int, str]] = [
+        ({"status": 429, "error_body": coded}, False, 429, "rate_limited"),
+        ({"status": 500}, False, 500, "upstream_error"),
+        ({"status": 401}, False, 502, "upstream_auth_failed"),
+        ({"fail_after": 2}, True, 200, "upstream_error"),
+        ({"no_done": 1}, True, 200, "upstream_stream_incomplete"),
+        ({"garbage": 1}, True, 200, "upstream_error"),
+    ]
+    async with serving(config_text(fake_upstream, dead_port)) as c:
+        for fake, stream, status, code in cases:
+            capfd.readouterr()
+            extra = asked if stream else {}
+            via = await chat(c, stream=stream, fake=fake, **extra)
+            assert via.status_code == status
+            (log,) = access_lines(capfd.readouterr().out)
+            assert (log["status"], log["error"], log["provider"]) == (status, code, "openai")
+            if "fail_after" in fake:
+                last = orjson.loads(events(via.content)[-1].removeprefix(b"data: "))
+                message = last["error"]["message"]
+                assert message.startswith("provider 'openai' at http://127.0.0.1:")
+                assert " failed: " in message and not message.endswith("None.")
+
+
+async def test_the_upstreams_own_content_type_is_passed_on(client: httpx.AsyncClient) -> None:
+    utf8 = {"reply_headers": {"content-type": "application/json; charset=utf-8"}}
+    via = await chat(client, fake=utf8)
+    assert via.status_code == 200
+    assert "charset=utf-8" in via.headers["content-type"]
+    via = await chat(client, stream=True, fake={
+        "reply_headers": {"content-type": "text/event-stream; charset=utf-8"}})  # fmt: skip
+    assert events(via.content)[-1] == b"data: [DONE]"
+    assert "charset=utf-8" in via.headers["content-type"]
+
+
+async def test_a_kept_local_request_falls_back_to_another_local_target(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    text = config_text(fake_upstream, dead_port)
+    text = text.replace(
+        f"    base_url: {fake_upstream.url}\n", f"    base_url: http://127.0.0.1:{dead_port}\n"
+    )
+    text = text.replace("  fallbacks:\n", "  fallbacks:\n    llama3.2:8b: [demo]\n")
+    assert "llama3.2:8b: [demo]" in text
+    async with serving(text) as c:
+        via = await chat(c, "gpt-4o-mini", f"to {EMAIL} marker-kl2")
+        assert via.status_code == 200, via.text
+        assert (via.headers["x-gateway-provider"], via.headers["x-gateway-model"]) == (
+            "mock", "demo")  # fmt: skip
+        assert via.headers["x-gateway-fallback"] == "ollama:llama3.2:8b=provider_unavailable"
+        assert via.headers["x-gateway-route-rule"] == "privacy"
+    assert marked(fake_upstream, "marker-kl2") == []
+
+
+def with_breaker(text: str, provider: str) -> str:
+    """`provider`'s breaker opens at its first failure, for a minute."""
+    start = text.index(f"\n  {provider}:\n")
+    at = text.index("breaker: {enabled: false}", start)
+    return text[:at] + "breaker: {failures: 1, cooldown_seconds: 60}" + text[at + 25 :]
+
+
+def breaker_logs(out: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return [x for x in lines if str(x.get("event", "")).startswith("breaker_")]
+
+
+@pytest.mark.parametrize(
+    ("fake", "stream", "why"),
+    [({"status": 500}, False, "upstream_error"),
+     ({"status": 503, "error_body": '{"error": {"message": "m", "code": "overloaded"}}'},
+      False, "overloaded"),
+     ({"status": 401}, False, "upstream_auth_failed"),
+     ({"garbage": 1}, False, "upstream_error"),
+     ({"fail_after": 0}, False, "upstream_error"),
+     ({"no_done": 1}, True, "upstream_stream_incomplete"),
+     ({"garbage": 1}, True, "upstream_error"),
+     ({"status": 400}, False, None),
+     ({"status": 429}, False, None),
+     ({"status": 404}, True, None),
+     ({}, False, None),
+     ({}, True, None)],
+)  # fmt: skip
+async def test_what_counts_as_a_failure_for_the_breaker(
+    fake_upstream: FakeUpstream,
+    dead_port: int,
+    capfd: pytest.CaptureFixture[str],
+    fake: dict[str, Any],
+    stream: bool,
+    why: str | None,
+) -> None:
+    """A 5xx, a broken or garbled answer, or a stream that ends badly opens it; the
+    client's own mistakes, a 429 and a clean answer do not."""
+    text = with_breaker(config_text(fake_upstream, dead_port), "openai")
+    async with serving(text) as c:
+        capfd.readouterr()
+        await chat(c, stream=stream, fake=fake)
+        opened = breaker_logs(capfd.readouterr().out)
+        via = await chat(c)
+        if why is None:
+            assert opened == []
+            assert via.status_code == 200
+            return
+        assert [(x["event"], x["provider"]) for x in opened] == [("breaker_open", "openai")]
+        assert opened[0]["reason"] == f"1 consecutive failures, the last: {why}"
+        assert via.status_code == 503
+        err = error(via)
+        assert err["code"] == "provider_circuit_open"
+        assert f"the last: {why})" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "status", "why", "tried"),
+    [("flaky-model", "flaky", None, "HTTP 503", "flaky:flaky-model=http_503"),
+     ("flaky-model", "flaky", 500, "HTTP 500", "flaky:flaky-model=http_500"),
+     ("dead-model", "dead", None, "provider_unavailable", "dead:dead-model=provider_unavailable"),
+     ("limited-model", "limited", None, None, "limited:limited-model=http_429")],
+)  # fmt: skip
+async def test_a_target_passed_over_feeds_its_breaker(
+    fake_upstream: FakeUpstream,
+    dead_port: int,
+    capfd: pytest.CaptureFixture[str],
+    model: str,
+    provider: str,
+    status: int | None,
+    why: str | None,
+    tried: str,
+) -> None:
+    """(A 500 in the body reaches the fallback too: the first answer is a 500.)"""
+    text = with_breaker(config_text(fake_upstream, dead_port), provider)
+    async with serving(text) as c:
+        capfd.readouterr()
+        via = await chat(c, model, fake={"status": status} if status else {})
+        assert via.headers["x-gateway-fallback"].startswith(tried)
+        opened = breaker_logs(capfd.readouterr().out)
+        via = await chat(c, model)
+        assert via.status_code == 200
+        if why is None:  # a 429 is no failure of the provider
+            assert opened == []
+            assert via.headers["x-gateway-fallback"].startswith(tried)
+            return
+        assert [x["reason"] for x in opened] == [f"1 consecutive failures, the last: {why}"]
+        assert via.headers["x-gateway-fallback"].startswith(
+            f"{provider}:{model}=provider_circuit_open")  # fmt: skip
