@@ -26,6 +26,8 @@ from gateway.cache.answer import (
     replay_stream,
 )
 from gateway.cache.embed import BuiltinEmbedder
+from gateway.cache.guard import digits_of
+from gateway.cache.guard import facts as guard_facts
 from gateway.cache.index import (
     BANDS,
     MAX_HAMMING,
@@ -40,6 +42,7 @@ from gateway.cache.index import (
 from gateway.cache.service import (
     BUILTIN_THRESHOLD,
     NEURAL_THRESHOLD,
+    CachePlan,
     ResponseCache,
     build_cache,
     tenant_of,
@@ -810,6 +813,126 @@ async def test_the_closest_candidate_answers() -> None:
     # cosine 0.945 to the first, 0.936 to the second; 0.842 and 0.951
     assert (await c.ask("reverse my list in python")).cached == first
     assert (await c.ask("best way to reverse a python list")).cached == second
+
+
+BOILING = "What is the boiling point of water at 2000 meters?"
+FIRST_REJECTED = {  # the nearer candidate, and what makes it no answer for BOILING
+    "no record": ("elsewhere", "same", BOILING),  # its record is gone (expired, evicted)
+    "no vector": ("record", None, BOILING),  # an exact-only entry
+    "another embedder": ("record", "short", BOILING),  # another dimension count
+    "below the threshold": ("record", "orthogonal", BOILING),
+    "other digits": ("record", "same", "What is the boiling point of water at 3000 meters?"),
+    "a conflict": ("record", "same", "What is the boiling point of mercury at 2000 meters?"),
+}
+
+
+async def planned(c: Cache, question: str) -> tuple[CachePlan, dict[str, array[float]]]:
+    """A missed lookup's plan, and vectors to file candidates with: the question's own,
+    one orthogonal to it, and one of another embedder (3 dimensions)."""
+    plan = (await c.ask(question)).cache_plan
+    assert plan is not None and plan.lists is not None and plan.nonzero
+    same = array("f", bytes(4 * plan.dimensions))
+    for index, value in plan.nonzero:
+        same[index] = value
+    orthogonal = array("f", bytes(4 * plan.dimensions))
+    orthogonal[next(i for i in range(plan.dimensions) if not same[i])] = 1.0
+    return plan, {"same": same, "short": array("f", [1.0, 0.0, 0.0]), "orthogonal": orthogonal}
+
+
+async def file_candidate(c: Cache, plan: CachePlan, name: str, entry: Entry, bits: int,
+                         record: bool = True) -> None:  # fmt: skip
+    """Files `entry` under the plan's own band lists, `bits` away from its hash (`record`
+    False: listed, but its record is elsewhere, as after an eviction)."""
+    assert plan.lists is not None
+    key = plan.prefix + ("x:" + name if record else "elsewhere")
+    await c.cache.store.put(key, entry, 60, plan.lists, (name, plan.simhash ^ bits), 8)
+
+
+def entry_of(text: str, vector: array[float] | None, facts: dict[str, Any]) -> Entry:
+    answer = Answer("gpt-4o-mini", {"role": "assistant", "content": text}, "stop", USAGE)
+    return Entry(answer.to_json(), vector, facts, 1.0)
+
+
+def facts_of(question: str) -> dict[str, Any]:
+    """What save() files with a semantic entry."""
+    return {"question": question, "digits": digits_of(question)}
+
+
+@pytest.mark.parametrize("why", FIRST_REJECTED)
+async def test_a_rejected_candidate_does_not_hide_a_farther_good_one(why: str) -> None:
+    """Candidates are compared nearest hash first; one that cannot answer is skipped and
+    the next one is still compared. Both are filed under the question's own band lists, one
+    and two bits from its hash, so the rejected one is always examined first."""
+    c = Cache()
+    plan, vectors = await planned(c, BOILING)
+    where, vector, question = FIRST_REJECTED[why]
+    # the farther one filed first: the newest is not the nearest
+    await file_candidate(
+        c, plan, "b" * 32, entry_of("second", vectors["same"], facts_of(BOILING)), 0b11
+    )
+    near = entry_of("first", vectors[vector] if vector else None, facts_of(question))
+    await file_candidate(c, plan, "a" * 32, near, 0b1, record=where == "record")
+    hit = await c.ask(BOILING)
+    assert hit.cache_status == "hit_semantic", why
+    assert hit.cached is not None and hit.cached.message["content"] == "second"
+    assert hit.cache_similarity == pytest.approx(1.0)
+
+
+async def test_an_entry_filed_by_an_earlier_version_still_answers() -> None:
+    """Entries filed before questions were stored hold their facts instead, and no digits:
+    read as they are, never taken for a question with other digits."""
+    c = Cache()
+    plan, vectors = await planned(c, BOILING)
+    old = entry_of("old", vectors["same"], guard_facts(BOILING).to_json())
+    assert "question" not in old.facts and "digits" not in old.facts
+    await file_candidate(c, plan, "a" * 32, old, 0b1)
+    hit = await c.ask(BOILING)
+    assert hit.cache_status == "hit_semantic"
+    assert hit.cached is not None and hit.cached.message["content"] == "old"
+    # and their facts still guard: the same entry is no answer for another number
+    plan, _ = await planned(c, "What is the boiling point of water at 3000 meters?")
+    await file_candidate(c, plan, "c" * 32, old, 0b1)
+    miss = await c.ask("What is the boiling point of water at 3000 meters?")
+    assert miss.cache_status == "miss"
+
+
+async def test_a_similarity_equal_to_the_threshold_is_enough() -> None:
+    """'At least `threshold` similar': the measured similarity of a paraphrase, set as the
+    threshold, still answers it."""
+    stored_question, paraphrase = "How do I reverse a list in Python?", "reverse a python list"
+    c = Cache()
+    await c.answer(await c.ask(stored_question))
+    similarity = (await c.ask(paraphrase)).cache_similarity
+    assert similarity is not None and BUILTIN_THRESHOLD < similarity < 1
+    c = Cache(f"cache: {{semantic: {{threshold: {similarity!r}}}}}")
+    assert c.cache.threshold == similarity
+    stored = await c.answer(await c.ask(stored_question))
+    hit = await c.ask(paraphrase)
+    assert hit.cache_status == "hit_semantic" and hit.cached == stored
+
+
+async def test_digits_inside_words_are_a_near_miss_at_any_threshold() -> None:
+    """'mp3' and 'mp4' differ in their digits: a miss even where the embedding finds the
+    two close enough (0.66 here, over this cache's threshold)."""
+    c = Cache("cache: {semantic: {threshold: 0.5}}")
+    mp3 = await c.answer(await c.ask("How do I convert mp3 to wav?"))
+    ctx = await c.ask("How do I convert mp4 to wav?")
+    assert ctx.cache_status == "miss" and ctx.cached is None
+    again = await c.ask("how do I convert an mp3 to wav")  # the same digits: a paraphrase
+    assert again.cache_status == "hit_semantic" and again.cached == mp3
+
+
+async def test_a_neural_embedder_finds_the_same_question_sent_as_text_parts() -> None:
+    """A provider's embedding is dense: compared coordinate by coordinate. The same words
+    as a list of text parts are another request (no exact hit) with the same question."""
+    c = Cache("cache: {semantic: {embedder: 'mock:demo'}}")
+    assert c.cache.threshold == NEURAL_THRESHOLD
+    stored = await c.answer(await c.ask("hello there"))
+    parts = [{"type": "text", "text": "hello there"}]
+    body = {"temperature": 0, "messages": [{"role": "user", "content": parts}]}
+    hit = await c.ask(body=body)
+    assert hit.cache_status == "hit_semantic" and hit.cached == stored
+    assert hit.cache_similarity == pytest.approx(1.0)
 
 
 async def test_a_number_spelled_out_still_finds_its_paraphrase() -> None:
