@@ -987,7 +987,7 @@ async def test_the_access_log_says_what_happened(
         config_text(fake_upstream, dead_port).replace(
             "{name: narrow, sha256:", "{name: narrow, team: blue, tier: gold, sha256:"
         )
-        + "\ntiers: {gold: {}}\nteams: {blue: {}}\n"
+        + "\ntiers: {gold: {requests_per_minute: 50}}\nteams: {blue: {}}\n"
     )
     assert "team: blue" in text
     async with serving(text) as c:
@@ -995,6 +995,8 @@ async def test_the_access_log_says_what_happened(
         via = await chat(c, "auto", "marker-al", headers={"x-route": "flaky", **NARROW},
                          stream=True)  # fmt: skip
         assert via.status_code == 200
+        assert via.headers["x-ratelimit-limit-requests"] == "50"  # the key's tier's
+        assert via.headers["x-ratelimit-remaining-requests"] == "49"
         (log,) = access_lines(capfd.readouterr().out)
         assert log["request_id"] == via.headers["x-request-id"]
         assert log["key"] == "narrow"
@@ -1210,3 +1212,59 @@ async def test_a_target_passed_over_feeds_its_breaker(
         assert [x["reason"] for x in opened] == [f"1 consecutive failures, the last: {why}"]
         assert via.headers["x-gateway-fallback"].startswith(
             f"{provider}:{model}=provider_circuit_open")  # fmt: skip
+
+
+async def test_every_privacy_category_found_is_named(client: httpx.AsyncClient) -> None:
+    via = await chat(client, "gpt-4o-mini", f"mail {EMAIL} with {AWS_KEY_ID} marker-pc")
+    assert via.status_code == 200
+    assert sorted(via.headers["x-gateway-privacy"].split(",")) == ["pii", "secret"]
+    assert via.headers["x-gateway-route-rule"] == "privacy"
+
+
+async def test_a_semantic_hit_says_how_similar(fake_upstream: FakeUpstream, dead_port: int) -> None:
+    text = config_text(fake_upstream, dead_port).replace(
+        "cache: {enabled: false}", "cache: {enabled: true, semantic: {threshold: 0.5}}"
+    )
+    async with serving(text) as c:
+        first = await chat(c, "gpt-4o-mini", "How do I bake sourdough bread at home?")
+        assert first.headers["x-gateway-cache"] == "miss"
+        via = await chat(c, "gpt-4o-mini", "how do i bake sourdough bread at home")
+        assert via.headers["x-gateway-cache"] == "hit-semantic"
+        assert re.fullmatch(r"[01]\.\d{4}", via.headers["x-gateway-cache-similarity"])
+        assert 0.5 <= float(via.headers["x-gateway-cache-similarity"]) <= 1
+        assert "x-gateway-cache-similarity" not in first.headers
+
+
+@pytest.mark.parametrize(
+    ("fake", "says"),
+    [({"garbage": 1}, "answered HTTP 200 with a body that is not JSON."),
+     ({"fail_after": 0}, " failed: ")],
+)  # fmt: skip
+async def test_a_kept_local_request_whose_local_provider_breaks_is_kept_local(
+    client: httpx.AsyncClient, fake: dict[str, int], says: str
+) -> None:
+    """A 502 of the local provider, said as kept local (503) like its 503 and 504."""
+    via = await chat(client, "gpt-4o-mini", f"to {EMAIL}", fake=fake)
+    assert via.status_code == 503
+    err = error(via)
+    assert err["code"] == "kept_local"
+    assert err["message"].startswith("This request was kept local (pii")
+    assert "the local provider 'ollama' could not serve it: " in err["message"]
+    assert says in err["message"]
+    via = await chat(client, "local", "not kept", fake=fake)  # the provider's own 502
+    assert (via.status_code, error(via)["code"]) == (502, "upstream_error")
+
+
+async def test_a_kept_local_request_whose_local_provider_times_out_is_kept_local(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    text = config_text(fake_upstream, dead_port)
+    quick = '    models: ["llama3.2:8b"]\n    timeouts: {connect: 2, read: 0.2}\n'
+    text = text.replace('    models: ["llama3.2:8b"]\n', quick)
+    assert quick in text
+    async with serving(text) as c:
+        via = await chat(c, "gpt-4o-mini", f"to {EMAIL}", fake={"delay_ms": 2000})
+        assert (via.status_code, error(via)["code"]) == (503, "kept_local")
+        assert "timed out" in error(via)["message"]
+        via = await chat(c, "local", "not kept", fake={"delay_ms": 2000})
+        assert (via.status_code, error(via)["code"]) == (504, "upstream_timeout")
