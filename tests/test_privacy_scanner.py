@@ -604,6 +604,8 @@ def test_custom_detector_wins_an_overlap_and_ignores_empty_matches() -> None:
         ]
     )
     assert found("see TKT 555-123-4567 now", scanner) == [("ticket_phone", "TKT 555-123-4567")]
+    # an empty match inside a built-in finding would outrank it
+    assert found("mail a@b.io", scanner) == [("email", "a@b.io")]
 
 
 def test_invalid_custom_regex_names_the_detector() -> None:
@@ -651,7 +653,8 @@ def test_findings_point_into_their_own_text() -> None:
 
 
 def test_matches_never_span_two_texts() -> None:
-    scanner = PrivacyScanner(custom=[PrivacyDetectorSpec("greedy", r"END\s+START", "x")])
+    # `\W` matches the separator between the joined texts (`\s` would not)
+    scanner = PrivacyScanner(custom=[PrivacyDetectorSpec("greedy", r"END\W+START", "x")])
     texts = [TextRef(("a",), "555-123"), TextRef(("b",), "-4567 END"), TextRef(("c",), "START")]
     assert scanner.scan(texts) == []
     assert SCANNER.scan([TextRef(("a",), "password:"), TextRef(("b",), "hunter2")]) == [
@@ -1489,3 +1492,107 @@ def test_assignments_sharing_a_name_end_and_short_values() -> None:
 def test_an_overlap_reaching_past_a_later_hit_is_decided_together() -> None:
     scanner = custom("cdefghijkl", "ijk", "abc")
     assert found("x" * 30 + "abcdefghijklmnop", scanner) == [("d0", "cdefghijkl")]
+
+
+def test_overlaps_between_other_findings_are_resolved() -> None:
+    """An overlap (a key assigned to a name) between two findings still keeps only the key."""
+    text = f"mail a@b.io, api_key={OPENAI} and c@d.io"
+    assert found(text) == [("email", "a@b.io"), ("openai_key", OPENAI), ("email", "c@d.io")]
+
+
+def test_json_tab_and_return_escapes_do_not_glue_to_an_address() -> None:
+    arguments = orjson.dumps({"to": "\ta@b.io\rc@d.io"}).decode()
+    assert "\\ta@b.io\\rc@d.io" in arguments
+    assert found(arguments) == [("email", "a@b.io"), ("email", "c@d.io")]
+
+
+@pytest.mark.parametrize("tail", ["/v1/models", "+extra"])
+def test_a_key_ends_at_a_slash_or_plus(tail: str) -> None:
+    """`/` and `+` are token characters only for AWS secret keys; other keys stop there."""
+    assert_finds("openai_key", OPENAI, after=tail + " please")
+    assert_finds("github_token", GITHUB, after=tail + " please")
+
+
+def test_a_key_name_of_more_than_64_characters_is_not_one() -> None:
+    name = "password_" + "a" * 50 + "_pwd"  # 63 characters from the stem `pass`
+    assert found(name + "=hunter22") == [("secret_assignment", "hunter22")]
+    assert found(name.replace("_pwd", "aa_pwd") + "=hunter22") == []
+
+
+RSA_HEAD, RSA_FOOT = "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"
+PKCS8 = f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}-----END PRIVATE KEY-----"
+
+
+def test_every_private_key_of_a_text_is_found() -> None:
+    assert found(f"first {PEM}\nsecond {PKCS8}\nthird {PEM} end") == [
+        ("private_key", PEM), ("private_key", PKCS8), ("private_key", PEM),
+    ]  # fmt: skip
+
+
+def test_a_key_after_other_pem_blocks_is_found() -> None:
+    certificate = f"-----BEGIN CERTIFICATE-----\n{PEM_BODY}-----END CERTIFICATE-----"
+    assert found(f"the cert: {certificate}\nthe key: {PEM}") == [("private_key", PEM)]
+    assert found(f"-----BEGIN {PEM}") == [("private_key", PEM)]  # a stray header just before
+
+
+def test_a_key_without_footer_stops_at_the_next_header() -> None:
+    """The footer of a later key of the same type is not taken for this key's footer."""
+    cut = f"{RSA_HEAD}\n{PEM_BODY}"
+    assert found(f"{cut}and\n{PEM}\n{PKCS8}") == [
+        ("private_key", cut.rstrip()), ("private_key", PEM), ("private_key", PKCS8),
+    ]  # fmt: skip
+    assert found(f"{PEM}\n{cut}and prose") == [("private_key", PEM), ("private_key", cut.rstrip())]
+
+
+def test_a_key_ends_at_its_first_footer() -> None:
+    assert found(f"{PEM}\nagain {RSA_FOOT} end") == [("private_key", PEM)]
+
+
+def test_a_connection_string_then_an_ipv6_address() -> None:
+    text = "db postgres://admin:hunter22@db.local then host fe80::1 and 2001:db8::1"
+    assert found(text) == [
+        ("connection_string", "hunter22"), ("ipv6", "fe80::1"), ("ipv6", "2001:db8::1"),
+    ]  # fmt: skip
+
+
+def test_a_key_without_footer_stops_at_the_end_of_its_text() -> None:
+    cut = f"{RSA_HEAD}\n{PEM_BODY}"
+    texts = [
+        TextRef(("a",), cut),
+        TextRef(("b",), f"{RSA_FOOT} is a footer"),
+        TextRef(("c",), PKCS8),
+    ]
+    got = [(f.path, f.detector, f.value) for f in SCANNER.scan(texts) if f.category != "keyword"]
+    assert got == [("a", "private_key", cut.rstrip()), ("c", "private_key", PKCS8)]
+
+
+def test_a_local_part_of_more_than_64_non_ascii_letters_is_not_an_email() -> None:
+    """Non-ASCII letters extend a local part past the ASCII match: still at most 64."""
+    assert found(" " + "é" * 63 + "a@b.io") == [("email", "é" * 63 + "a@b.io")]
+    assert found(" " + "é" * 64 + "a@b.io") == []
+    assert found(" " + "é" * 70 + "a@b.io") == []
+
+
+def test_an_at_sign_with_no_local_part_does_not_end_the_search() -> None:
+    assert found("reply to @example.com or a@b.io") == [("email", "a@b.io")]
+
+
+def test_a_version_word_at_the_start_of_a_text() -> None:
+    assert found("ver 1.2.3.4 is out") == []
+    assert found("v 1.2.3.4") == []
+
+
+def test_a_phrase_keyword_after_a_partial_match() -> None:
+    assert keywords("social media and social security") == ["social security"]
+
+
+def test_a_keyword_after_a_non_ascii_letter_is_inside_a_word() -> None:
+    assert keywords("mot ésecret and secret") == ["secret"]
+    assert keywords("éx y x", PrivacyScanner(keywords=["x"])) == ["x"]
+
+
+def test_a_keyword_starting_inside_a_finding_says_nothing_more() -> None:
+    """Only a keyword that starts inside a finding is dropped, not one that ends there."""
+    scanner = PrivacyScanner(custom=[PrivacyDetectorSpec("ref", r"ey-\d+|XR-\d+ \w", "x")])
+    got = [(f.detector, f.value) for f in scanner.scan_text("key-123 and XR-7 secret")]
+    assert got == [("keyword", "key"), ("ref", "ey-123"), ("ref", "XR-7 s")]

@@ -354,6 +354,7 @@ class Scan:
                     start = _unicode_local_start(self.view, start, floor)
                 if (
                     (start == 0 or raw[start - 1] not in _EMAIL_LOCAL)
+                    and at - start <= 64  # non-ASCII letters may have taken it to 65
                     and _local_part_ok(raw[start:at])
                     and not _in_url(raw, start)
                 ):
