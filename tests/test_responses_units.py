@@ -10,6 +10,8 @@ mutation run of gateway/responses/* (docs/TESTING.md) has in-process tests to ru
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -55,7 +57,7 @@ from gateway.responses.store import (
 )
 from gateway.responses.stream import ResponseStream
 from gateway.responses.turn import ConversationStage, read_record, tenant_of
-from tests.conftest import redis_or_skip
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, redis_or_skip
 
 EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATED = 1_767_000_000
@@ -2236,3 +2238,413 @@ async def test_tokens_counted_are_the_upstreams_and_none_for_a_cache_hit() -> No
             hit = await create(client, input=question, stream=stream)
             assert hit.headers["x-gateway-cache"] == "hit-exact"
         assert await counted() == after_two
+
+
+# ------------------------------------------------------------------ against the fake upstream
+# The app built in each test (mutmut applies a mutant after import), its lifespan run by hand,
+# against the fake upstream process: `native` answers /v1/responses, `translate` the same
+# through /v1/chat/completions. What a client sees, what the upstream was sent, and what the
+# decision feed and /metrics say (status, error code, tokens, cost).
+
+ADMIN = {"authorization": "Bearer admin-key"}
+AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # a secret the scan redacts, in pieces for scanners
+MODELS = {"native": "native:gpt-4o-mini", "translate": "translate:gpt-4o-mini-2024-07-18"}
+PATHS = {"native": "/v1/responses", "translate": "/v1/chat/completions"}
+PRICES = {"native": (150, 600), "translate": (300, 1200)}  # USD per 1M input, output tokens
+
+
+def upstream_config(fake: FakeUpstream, extra: str = "cache: {enabled: false}") -> str:
+    def provider(name: str, model: str, mode: str) -> str:
+        return (
+            f"  {name}: {{type: openai, responses: {mode}, base_url: '{fake.base_url}', "
+            f"api_key: {UPSTREAM_KEY}, models: ['{model}'], breaker: {{enabled: false}}, "
+            "timeouts: {connect: 2, read: 5}}\n"
+        )
+
+    return (
+        'auth: {api_keys: "key-one,key-two", admin_keys: "admin-key"}\n'
+        "logging: {level: warning}\n"
+        "providers:\n"
+        + provider("native", "gpt-4o-mini", "native")
+        + provider("translate", "gpt-4o-mini-2024-07-18", "translate")
+        + f"  local: {{type: ollama, base_url: '{fake.url}', api_key: {UPSTREAM_KEY}, "
+        "models: [gpt-4o-mini-local]}\n" + "routing: {default_model: 'native:gpt-4o-mini'}\n"
+        "privacy: {actions: {secret: redact, pii: redact, keyword: redact}}\n"
+        "pricing:\n"
+        "  gpt-4o-mini: {input_per_1m: 150, output_per_1m: 600}\n"
+        "  gpt-4o-mini-2024-07-18: {input_per_1m: 300, output_per_1m: 1200}\n" + extra + "\n"
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(text: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of config `text` with its lifespan run (httpx.ASGITransport does not)."""
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    app = create_app(parse_config(text, {}))
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client
+    await inbox.put({"type": "lifespan.shutdown"})
+    assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+    await task
+
+
+def cost_of(mode: str, usage: dict[str, Any]) -> float:
+    per_in, per_out = PRICES[mode]
+    return (usage["input_tokens"] * per_in + usage["output_tokens"] * per_out) / 1_000_000
+
+
+def cost_header(cost: float) -> str:
+    return f"{cost:.9f}".rstrip("0").rstrip(".")
+
+
+async def last_decision(client: httpx.AsyncClient) -> dict[str, Any]:
+    feed = (await client.get("/admin/decisions", params={"limit": "1"}, headers=ADMIN)).json()
+    return feed["data"][0]  # type: ignore[no-any-return]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of /metrics' text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def ttfb_count(text: str, stream: str) -> float:
+    return metric(
+        text, "gateway_time_to_first_byte_seconds_count", endpoint="responses", stream=stream
+    )
+
+
+def output_text(response: dict[str, Any]) -> str:
+    return "".join(
+        part["text"]
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    )
+
+
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_an_answer_its_cost_and_the_next_turn(fake_upstream: FakeUpstream, mode: str) -> None:
+    async with serving(upstream_config(fake_upstream)) as client:
+        fake_upstream.clear()
+        before = (await client.get("/metrics")).text
+        answer = await create(client, model=MODELS[mode], input="Hello there")
+        after = (await client.get("/metrics")).text
+        assert answer.status_code == 200
+        assert ttfb_count(after, "false") == ttfb_count(before, "false") + 1
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["x-gateway-provider"] == mode
+        body = answer.json()
+        Response.model_validate(body)
+        assert output_text(body) == "Fake reply to: Hello there"
+        assert body["previous_response_id"] is None
+        assert [r["path"] for r in fake_upstream.requests()] == [PATHS[mode]]
+        cost = cost_of(mode, body["usage"])
+        assert answer.headers["x-gateway-cost-usd"] == cost_header(cost)
+        decision = await last_decision(client)
+        assert (decision["status"], decision["error"]) == (200, None)
+        assert decision["total_tokens"] == body["usage"]["total_tokens"]
+        assert decision["cost_usd"] == pytest.approx(cost)
+        stored = await client.get(f"/v1/responses/{body['id']}", headers=ONE)
+        assert stored.json() == body
+        # The next turn: the upstream is sent the whole conversation, the id is echoed.
+        fake_upstream.clear()
+        follow = await create(
+            client, model=MODELS[mode], input="And again", previous_response_id=body["id"]
+        )
+        assert follow.status_code == 200
+        second = follow.json()
+        assert second["previous_response_id"] == body["id"]
+        assert output_text(second) == "Fake reply to: And again"
+        (sent,) = [r["body"] for r in fake_upstream.requests()]
+        said = json.dumps(sent)
+        assert "Hello there" in said and "Fake reply to: Hello there" in said
+        assert "previous_response_id" not in sent
+        assert (await client.get(f"/v1/responses/{second['id']}", headers=ONE)).json() == second
+
+
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_a_stream_its_cost_and_the_next_turn(fake_upstream: FakeUpstream, mode: str) -> None:
+    async with serving(upstream_config(fake_upstream)) as client:
+        before = (await client.get("/metrics")).text
+        answer = await create(client, model=MODELS[mode], input="Stream this", stream=True)
+        after = (await client.get("/metrics")).text
+        assert answer.status_code == 200
+        assert ttfb_count(after, "true") == ttfb_count(before, "true") + 1
+        assert answer.content.endswith(b"\n\n")  # nothing after the last event
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.headers["cache-control"] == "no-cache"
+        assert answer.headers["x-accel-buffering"] == "no"
+        events = events_of(answer.content)
+        assert kinds(events)[0] == "created" and kinds(events)[-1] == "completed"
+        final = events[-1]["response"]
+        assert output_text(final) == "Fake reply to: Stream this"
+        deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+        assert "".join(deltas) == "Fake reply to: Stream this"
+        decision = await last_decision(client)
+        assert (decision["status"], decision["error"], decision["stream"]) == (200, None, True)
+        assert decision["total_tokens"] == final["usage"]["total_tokens"]
+        assert decision["cost_usd"] == pytest.approx(cost_of(mode, final["usage"]))
+        assert (await client.get(f"/v1/responses/{final['id']}", headers=ONE)).json() == final
+        follow = await create(
+            client, model=MODELS[mode], input="more", previous_response_id=final["id"], stream=True
+        )
+        events = events_of(follow.content)
+        assert events[0]["response"]["previous_response_id"] == final["id"]
+        assert events[-1]["response"]["previous_response_id"] == final["id"]
+        assert kinds(events)[-1] == "completed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_redacted_values_are_put_back_for_the_client(
+    fake_upstream: FakeUpstream, mode: str, stream: bool
+) -> None:
+    async with serving(upstream_config(fake_upstream)) as client:
+        fake_upstream.clear()
+        question = f"my key is {AWS_KEY_ID} ok"
+        answer = await create(client, model=MODELS[mode], input=question, stream=stream)
+        assert answer.status_code == 200
+        assert "secret" in answer.headers["x-gateway-privacy"].split(",")
+        (sent,) = fake_upstream.requests()
+        assert AWS_KEY_ID not in sent["raw"] and "[SECRET_1]" in sent["raw"]
+        if stream:
+            events = events_of(answer.content)
+            assert kinds(events)[-1] == "completed"
+            response = events[-1]["response"]
+            deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+            assert "".join(deltas) == f"Fake reply to: {question}"
+        else:
+            response = answer.json()
+        assert output_text(response) == f"Fake reply to: {question}"
+        stored = (await client.get(f"/v1/responses/{response['id']}", headers=ONE)).json()
+        assert output_text(stored) == f"Fake reply to: {question}"
+        if not stream:
+            return
+        # Cut short (no [DONE] / no terminal event): the values are put back all the same.
+        cut = await create(
+            client, {**ONE, "x-fake-no-done": "1"}, model=MODELS[mode], input=question, stream=True
+        )
+        events = events_of(cut.content)
+        deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+        assert "".join(deltas) == f"Fake reply to: {question}"
+        assert kinds(events)[-1] == "failed"
+        (item,) = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+        assert output_text({"output": [item]}) == f"Fake reply to: {question}"
+        # Cut mid-event, paced so that the cut event comes alone: nothing of it is sent.
+        headers = {**ONE, "x-fake-cut-bytes": "40", "x-fake-interval-ms": "20"}
+        paced = await create(client, headers, model=MODELS[mode], input=question, stream=True)
+        assert paced.content.endswith(b"\n\n")
+        events = events_of(paced.content)
+        assert kinds(events)[-1] == "failed"
+        deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+        assert "".join(deltas) == f"Fake reply to: {question}"
+
+
+# mode, fake option, value -> the last event, the feed's error code, an upstream error counted
+# (gateway_upstream_errors_total's kind), the failed response's message
+STREAM_FAULTS = [
+    ("native", "bad-event", "1", "failed", "upstream_error", "invalid_response",
+     "Provider 'native' sent a stream event that is not JSON."),
+    ("native", "cut-bytes", "2", "completed", None, None, None),
+    ("native", "cut-bytes", "40", "failed", "upstream_stream_incomplete", None,
+     "Provider 'native' ended the stream before its last event."),
+    ("native", "no-done", "1", "failed", "upstream_stream_incomplete", None,
+     "Provider 'native' ended the stream before its last event."),
+    ("native", "fail-after", "2", "failed", "upstream_error", "upstream_error",
+     "failed: Response payload is not completed"),
+    ("translate", "bad-event", "1", "failed", "upstream_error", None, "not JSON"),
+    ("translate", "cut-bytes", "2", "completed", None, None, None),
+    ("translate", "cut-bytes", "40", "failed", "upstream_error", None, None),
+    ("translate", "no-done", "1", "failed", "upstream_error", None, "without [DONE]"),
+    ("translate", "fail-after", "2", "failed", "upstream_error", "upstream_error",
+     "failed: Response payload is not completed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "option", "value", "last", "code", "counted", "message"), STREAM_FAULTS
+)
+async def test_a_broken_stream_ends_with_its_own_event(
+    fake_upstream: FakeUpstream,
+    mode: str,
+    option: str,
+    value: str,
+    last: str,
+    code: str | None,
+    counted: str | None,
+    message: str | None,
+) -> None:
+    """Whatever the upstream does to a stream, the client gets whole, numbered events and a
+    last one that says how it ended; only a completed response is stored."""
+    async with serving(upstream_config(fake_upstream)) as client:
+        before = (await client.get("/metrics")).text
+        headers = {**ONE, f"x-fake-{option}": value}
+        answer = await create(client, headers, model=MODELS[mode], input="Cut me", stream=True)
+        after = (await client.get("/metrics")).text
+        assert answer.status_code == 200
+        assert answer.content.endswith(b"\n\n")  # nothing after the last event
+        events = events_of(answer.content)  # every event whole, valid, numbered from 0
+        assert kinds(events)[:4] == ["created", "in_progress", "output_item.added",
+                                     "content_part.added"]  # fmt: skip
+        assert kinds(events)[-1] == last and kinds(events).count(last) == 1
+        final = events[-1]["response"]
+        assert final["id"] == events[0]["response"]["id"]
+        decision = await last_decision(client)
+        assert (decision["status"], decision["error"]) == (200, code)
+        stored = await client.get(f"/v1/responses/{final['id']}", headers=ONE)
+        if last == "completed":
+            assert output_text(final) == "Fake reply to: Cut me"
+            assert decision["total_tokens"] == final["usage"]["total_tokens"]
+            assert stored.json() == final
+        else:
+            assert final["status"] == "failed" and final["error"]["code"] == "server_error"
+            assert message is None or message in final["error"]["message"]
+            assert stored.status_code == 404
+        for kind in ("invalid_response", "upstream_error"):
+            errors = [metric(t, "gateway_upstream_errors_total", provider=mode, kind=kind)
+                      for t in (before, after)]  # fmt: skip
+            assert errors[1] - errors[0] == (1 if kind == counted else 0), kind
+
+
+@pytest.mark.parametrize("first_streamed", [False, True])
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_an_answer_cached_from_either_mode_is_replayed_as_new_responses(
+    fake_upstream: FakeUpstream, mode: str, first_streamed: bool
+) -> None:
+    config = upstream_config(fake_upstream, "cache: {semantic: {enabled: false}}")
+    async with serving(config) as client:
+        fake_upstream.clear()
+        question = f"Cache me {uuid4().hex}"
+        miss = await create(client, model=MODELS[mode], input=question, stream=first_streamed)
+        assert miss.headers["x-gateway-cache"] == "miss"
+        first = events_of(miss.content)[-1]["response"] if first_streamed else miss.json()
+        assert output_text(first) == f"Fake reply to: {question}"
+        for stream in (False, True):
+            before = (await client.get("/metrics")).text
+            hit = await create(client, model=MODELS[mode], input=question, stream=stream)
+            after = (await client.get("/metrics")).text
+            assert hit.status_code == 200
+            assert hit.headers["x-gateway-cache"] == "hit-exact"
+            if stream:
+                assert hit.headers["content-type"].startswith("text/event-stream")
+                assert hit.headers["cache-control"] == "no-cache"
+                events = events_of(hit.content)
+                assert kinds(events)[-1] == "completed"
+                again = events[-1]["response"]
+                deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+                assert "".join(deltas) == output_text(first)
+            else:
+                assert hit.headers["content-type"] == "application/json"
+                assert hit.headers["x-gateway-cost-usd"] == "0"
+                again = hit.json()
+                Response.model_validate(again)
+            assert again["id"] != first["id"] and again["status"] == "completed"
+            assert again["model"] == first["model"]
+            assert (
+                isinstance(again["created_at"], int) and again["created_at"] >= first["created_at"]
+            )
+            assert output_text(again) == output_text(first)
+            assert again["usage"]["input_tokens"] == first["usage"]["input_tokens"]
+            assert (await client.get(f"/v1/responses/{again['id']}", headers=ONE)).json() == again
+            decision = await last_decision(client)
+            assert (decision["status"], decision["error"], decision["cache"]) == (
+                200, None, "hit_exact",
+            )  # fmt: skip
+            assert (decision["total_tokens"], decision["cost_usd"]) == (0, 0.0)
+            flag = "true" if stream else "false"
+            assert ttfb_count(after, flag) == ttfb_count(before, flag) + 1
+        assert len(fake_upstream.requests()) == 1  # the hits never reached the upstream
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_an_answer_redis_cannot_keep_is_served_and_counted(
+    fake_upstream: FakeUpstream, mode: str, stream: bool
+) -> None:
+    dead = f"state: {{redis_url: 'redis://127.0.0.1:{free_port()}/0'}}\ncache: {{enabled: false}}"
+    async with serving(upstream_config(fake_upstream, dead)) as client:
+        before = (await client.get("/metrics")).text
+        answer = await create(client, model=MODELS[mode], input="Keep me", stream=stream)
+        after = (await client.get("/metrics")).text
+        assert answer.status_code == 200
+        response = events_of(answer.content)[-1]["response"] if stream else answer.json()
+        assert response["status"] == "completed"
+        assert output_text(response) == "Fake reply to: Keep me"
+        counted = [metric(t, "gateway_redis_errors_total", op="response_store")
+                   for t in (before, after)]  # fmt: skip
+        assert counted[1] == counted[0] + 1
+        gone = await client.get(f"/v1/responses/{response['id']}", headers=ONE)
+        assert gone.status_code == 503
+        assert gone.json()["error"]["code"] == "state_unavailable"
+
+
+@pytest.mark.parametrize("mode", ["native", "translate"])
+async def test_an_answer_that_is_not_a_json_object_is_502(
+    fake_upstream: FakeUpstream, mode: str
+) -> None:
+    async with serving(upstream_config(fake_upstream)) as client:
+        before = (await client.get("/metrics")).text
+        headers = {**ONE, "x-fake-status": "200", "x-fake-error-body": "[1, 2]"}
+        answer = await create(client, headers, model=MODELS[mode], input="A list?")
+        after = (await client.get("/metrics")).text
+        assert answer.status_code == 502
+        assert answer.json()["error"]["message"] == (
+            f"Provider '{mode}' answered HTTP 200 with JSON that is not an object."
+        )
+        headers = {**ONE, "x-fake-garbage": "1"}  # not JSON at all
+        garbage = await create(client, headers, model=MODELS[mode], input="Garbage?")
+        assert garbage.status_code == 502
+        assert garbage.json()["error"]["message"] == (
+            f"Provider '{mode}' answered HTTP 200 with a body that is not JSON."
+        )
+        last = (await client.get("/metrics")).text
+        counted = [metric(t, "gateway_upstream_errors_total", provider=mode,
+                          kind="invalid_response") for t in (before, after, last)]  # fmt: skip
+        assert counted[1] == counted[0] + 1 and counted[2] == counted[1] + 1
+
+
+async def test_a_translated_answer_with_odd_usage_counts_none(fake_upstream: FakeUpstream) -> None:
+    chat = {
+        "id": "chatcmpl-odd",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Odd."},
+                     "finish_reason": "stop"}],
+        "usage": "plenty",
+    }  # fmt: skip
+    async with serving(upstream_config(fake_upstream)) as client:
+        headers = {**ONE, "x-fake-status": "200", "x-fake-error-body": json.dumps(chat)}
+        answer = await create(client, headers, model=MODELS["translate"], input="Odd usage?")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert output_text(body) == "Odd." and body["usage"] is None
+        decision = await last_decision(client)
+        assert (decision["status"], decision["error"], decision["total_tokens"]) == (
+            200,
+            None,
+            None,
+        )
+
+
+async def test_a_local_provider_costs_nothing_whatever_its_model_is_called(
+    fake_upstream: FakeUpstream,
+) -> None:
+    """`gpt-4o-mini-local` matches the `gpt-4o-mini` price, but an ollama provider is free."""
+    async with serving(upstream_config(fake_upstream)) as client:
+        answer = await create(client, model="local:gpt-4o-mini-local", input="Free?")
+        assert answer.status_code == 200
+        assert answer.json()["usage"]["output_tokens"] > 0
+        assert answer.headers["x-gateway-cost-usd"] == "0"

@@ -129,16 +129,16 @@ class ResponsesEndpoint(ProxyEndpoint):
         failure: GatewayError | None = None
         try:
             async for chunk in upstream.aiter_raw():
-                out = events.feed(chunk)
-                if events.garbage:
-                    failure = self._garbage(provider, "sent a stream event that is not JSON")
-                    break
+                out = events.feed(chunk)  # the whole events before a bad one, if any
                 if events.ended:
                     await self._store_native(ctx, events)
                 if out:
                     if ctx.first_byte_at is None:
                         ctx.first_byte_at = time.perf_counter()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                if events.garbage:
+                    failure = self._garbage(provider, "sent a stream event that is not JSON")
+                    break
                 if events.ended:
                     break
             if failure is None and not events.ended:
