@@ -159,15 +159,7 @@ class RedisCacheStore:
         self._outage = Outage()
 
     async def _run(self, call: Any) -> Any:
-        try:
-            self._outage.check()
-        except StoreUnavailable:
-            call.close()  # never started: no "coroutine was never awaited" warning
-            raise
-        try:
-            return await call
-        except Exception as exc:  # connection, timeout or server errors alike
-            raise self._outage.failed(exc) from exc
+        return await self._outage.run(call)
 
     async def get(self, key: str) -> Entry | None:
         raw = await self._run(self.cache.get(self.prefix + key))

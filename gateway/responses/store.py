@@ -82,11 +82,7 @@ class RedisResponseStore:
         self.ttl = max(int(ttl), 1)  # Redis forgets by TTL and its own maxmemory
 
     async def _run(self, call: Any) -> Any:
-        self._outage.check()
-        try:
-            return await call
-        except Exception as exc:  # connection, timeout, server error: all the same here
-            raise self._outage.failed(exc) from None
+        return await self._outage.run(call)
 
     async def get(self, response_id: str) -> bytes | None:
         raw: bytes | None = await self._run(self._redis.get(self._prefix + response_id))

@@ -8,8 +8,9 @@ one more after the last byte.
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 NANO = 1_000_000_000  # spend is counted in integer nano-USD, so replicas add exactly
 
@@ -101,6 +102,19 @@ class Outage:
     def failed(self, exc: BaseException) -> StoreUnavailable:
         self._until = time.monotonic() + self.SECONDS
         return StoreUnavailable(f"{type(exc).__name__}: {exc}")
+
+    async def run(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await a Redis call; StoreUnavailable on any failure, or at once (the call closed
+        unstarted, so no "never awaited" warning) within a second of the last failure."""
+        try:
+            self.check()
+        except StoreUnavailable:
+            call.close()
+            raise
+        try:
+            return await call
+        except Exception as exc:  # connection, timeout or server errors alike
+            raise self.failed(exc) from exc
 
 
 class Store(Protocol):
