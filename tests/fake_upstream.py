@@ -19,6 +19,9 @@ wins). "Content chunks" are a stream's events after its role chunk.
                   any reply: success, stream or error
     no_done       1: a stream ends after its last event without `data: [DONE]` (a
                   Responses stream: without its terminal `response.completed` event)
+    failed_event  a Responses stream ends with its own failure instead of
+                  `response.completed`: 1 a `response.failed` event (the response with
+                  status "failed" and an error), 2 an `error` event
     bad_event     a stream's content chunk N (0-based) is sent as a data line that is
                   not JSON; the rest of the stream is unchanged
     cut_bytes     a stream's last N bytes are never sent (2: the last event without its
@@ -83,6 +86,7 @@ ERROR_TYPES = {429: "requests"}
 INT_OPTIONS = (
     "delay_ms", "chunks", "interval_ms", "status", "fail_after", "stall_after", "stall_ms",
     "garbage", "seed", "size", "no_done", "bad_event", "cut_bytes",
+    "failed_event",
 )  # fmt: skip
 STR_OPTIONS = ("error_body", "content", "arguments", "retry_after", "reply_headers", "tags")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -122,6 +126,7 @@ class Options:
     no_done: int = 0
     bad_event: int | None = None
     cut_bytes: int = 0
+    failed_event: int = 0
     tags: str | None = None
 
 
@@ -625,10 +630,15 @@ class FakeUpstream:
                 ("response.function_call_arguments.done",
                  {**where, "name": call["name"], "arguments": call["arguments"]}),
             ]  # fmt: skip
-        tail += [
-            ("response.output_item.done", {"output_index": 0, "item": item}),
-            ("response.completed", {"response": done}),
-        ]
+        tail.append(("response.output_item.done", {"output_index": 0, "item": item}))
+        failure = {"code": "server_error", "message": "The fake model failed."}
+        if opts.failed_event == 1:
+            failed = {**response, "status": "failed", "error": failure}
+            tail.append(("response.failed", {"response": failed}))
+        elif opts.failed_event == 2:
+            tail.append(("error", {**failure, "param": None}))
+        else:
+            tail.append(("response.completed", {"response": done}))
         numbered = [
             (kind, {"type": kind, "sequence_number": n, **fields})
             for n, (kind, fields) in enumerate([*events, *pieces, *tail])

@@ -2518,6 +2518,35 @@ async def test_a_broken_stream_ends_with_its_own_event(
             assert errors[1] - errors[0] == (1 if kind == counted else 0), kind
 
 
+@pytest.mark.parametrize(("option", "last"), [("1", "failed"), ("2", "error")])
+async def test_a_native_stream_the_upstream_fails_is_relayed_counted_and_never_kept(
+    fake_upstream: FakeUpstream, option: str, last: str
+) -> None:
+    """A native upstream that ends its stream with its own `response.failed` or `error`
+    event: the client gets that event as the last one, the request is recorded as an
+    upstream error (the breaker counts it), and nothing is stored or cached."""
+    config = upstream_config(fake_upstream, "cache: {semantic: {enabled: false}}")
+    async with serving(config) as client:
+        question = f"Fail me {uuid4().hex}"
+        failing = {**ONE, "x-fake-failed-event": option}
+        answer = await create(client, failing, model=MODELS["native"], input=question, stream=True)
+        assert answer.status_code == 200 and answer.headers["x-gateway-cache"] == "miss"
+        events = events_of(answer.content)
+        assert kinds(events)[:2] == ["created", "in_progress"]
+        assert kinds(events)[-1] == last and kinds(events).count(last) == 1
+        error = events[-1]["response"]["error"] if last == "failed" else events[-1]
+        assert (error["code"], error["message"]) == ("server_error", "The fake model failed.")
+        decision = await last_decision(client)
+        assert (decision["status"], decision["error"]) == (200, "upstream_error")
+        created = events[0]["response"]["id"]
+        assert (await client.get(f"/v1/responses/{created}", headers=ONE)).status_code == 404
+        fake_upstream.clear()
+        again = await create(client, model=MODELS["native"], input=question, stream=True)
+        assert again.headers["x-gateway-cache"] == "miss"  # the failure was never cached
+        assert kinds(events_of(again.content))[-1] == "completed"
+        assert len(fake_upstream.requests()) == 1
+
+
 @pytest.mark.parametrize("first_streamed", [False, True])
 @pytest.mark.parametrize("mode", ["native", "translate"])
 async def test_an_answer_cached_from_either_mode_is_replayed_as_new_responses(
