@@ -749,15 +749,26 @@ def cached_config(fake: FakeUpstream, dead_port: int) -> str:
 
 
 async def test_a_cache_hit_is_replayed_without_the_upstream_and_spends_nothing(
-    fake_upstream: FakeUpstream, dead_port: int
+    fake_upstream: FakeUpstream, dead_port: int, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    async with serving(cached_config(fake_upstream, dead_port)) as c:
+    text = cached_config(fake_upstream, dead_port)
+    text = text.replace("\nauth:\n", "\nauth:\n  admin_keys: [admin-key]\n")
+    async with serving(text) as c:
         first = await chat(c, "gpt-4o-mini", "marker-hit-body")
         assert (first.status_code, first.headers["x-gateway-cache"]) == (200, "miss")
         assert first.headers["x-gateway-cost-usd"] != "0"
         before = await metrics_text(c)
+        capfd.readouterr()
         hit = await chat(c, "gpt-4o-mini", "marker-hit-body")
+        (log,) = access_lines(capfd.readouterr().out)
         after = await metrics_text(c)
+        admin = {"authorization": "Bearer admin-key"}
+        feed = (await c.get("http://gw/admin/decisions", headers=admin)).json()["data"]
+        assert (feed[0]["cache"], feed[0]["total_tokens"]) == ("hit_exact", 0)
+        assert (feed[0]["status"], feed[0]["cost_usd"]) == (200, 0.0)
+        assert (log["status"], log["cost_usd"], log["cache"]) == (200, 0.0, "hit_exact")
+        assert (log["prompt_tokens"], log["completion_tokens"]) == (0, 0)
+        assert log["ttfb_ms"] is not None
         assert hit.status_code == 200
         assert hit.headers["x-gateway-cache"] == "hit-exact"
         assert hit.headers["content-type"] == "application/json"
@@ -787,8 +798,8 @@ async def test_a_streamed_cache_hit_is_a_stream_with_usage_only_when_asked(
         first = await chat(c, "gpt-4o-mini", "marker-hit-stream", stream=True)
         assert first.headers["x-gateway-cache"] == "miss"
         assert b'"usage":{' not in first.content  # asked by the gateway, removed
-        for asked in (False, True):
-            extra = {"stream_options": {"include_usage": True}} if asked else {}
+        for asked, options in ((False, None), (True, {"include_usage": True}), (False, "on")):
+            extra = {} if options is None else {"stream_options": options}
             before = await metrics_text(c)
             hit = await chat(c, "gpt-4o-mini", "marker-hit-stream", stream=True, **extra)
             after = await metrics_text(c)
@@ -920,8 +931,9 @@ async def test_a_stream_cut_mid_event_gets_a_blank_line_before_its_error_event(
 @pytest.mark.parametrize(
     ("extra", "text"),
     [({}, "plain"), ({"stream_options": {"include_usage": True}}, "asked"),
-     ({}, f"note {AWS_KEY_ID} restored")],
-    ids=["stripped", "asked", "restored"],
+     ({}, f"note {AWS_KEY_ID} restored"),
+     ({"stream_options": {"include_usage": True}}, f"note {AWS_KEY_ID} restored")],
+    ids=["stripped", "asked", "restored", "restored-asked"],
 )  # fmt: skip
 async def test_a_last_done_without_its_blank_line_still_ends_the_stream(
     client: httpx.AsyncClient, extra: dict[str, Any], text: str
@@ -991,10 +1003,12 @@ async def test_the_access_log_says_what_happened(
     )
     assert "team: blue" in text
     async with serving(text) as c:
+        before = await metrics_text(c)
         capfd.readouterr()
         via = await chat(c, "auto", "marker-al", headers={"x-route": "flaky", **NARROW},
                          stream=True)  # fmt: skip
         assert via.status_code == 200
+        after = await metrics_text(c)
         assert via.headers["x-ratelimit-limit-requests"] == "50"  # the key's tier's
         assert via.headers["x-ratelimit-remaining-requests"] == "49"
         (log,) = access_lines(capfd.readouterr().out)
@@ -1007,9 +1021,17 @@ async def test_the_access_log_says_what_happened(
             None, "flaky-first", "gold", "blue")  # fmt: skip
         assert log["fallback"] == [{"target": "flaky:flaky-model", "reason": "http_503"}]
         assert 0 < log["ttfb_ms"] <= log["latency_ms"]
+        assert isinstance(log["ttfb_ms"], float) and isinstance(log["latency_ms"], float)
+        where = {"endpoint": "chat", "provider": "ollama", "stream": "true"}
+        for field, histogram in (("latency_ms", "gateway_request_duration_seconds_sum"),
+                                 ("ttfb_ms", "gateway_time_to_first_byte_seconds_sum")):  # fmt: skip
+            seconds = samples(after, histogram, **where) - samples(before, histogram, **where)
+            assert abs(seconds * 1000 - log[field]) < 0.01, field  # the same clock readings
         assert log["prompt_tokens"] == 1 and log["completion_tokens"] > 0
         assert log["cost_usd"] == 0.0  # local
-        assert log["complexity"] == round(log["complexity"], 3) and 0 <= log["complexity"] < 1
+        assert isinstance(log["complexity"], float) and 0 <= log["complexity"] < 1
+        assert abs(log["complexity"] - float(via.headers["x-gateway-complexity"])) <= 0.005
+        assert log["complexity"] == round(log["complexity"], 3)
         assert (log["privacy"], log["cache"]) == ([], None)
 
         via = await chat(c, "m" * 200)
@@ -1028,6 +1050,11 @@ async def test_the_access_log_says_what_happened(
         (log,) = access_lines(capfd.readouterr().out)
         assert (log["privacy"], log["rule"], log["complexity"]) == (["pii"], "privacy", None)
 
+        via = await chat(c, headers={"authorization": "Bearer wrong-key"})
+        assert via.status_code == 401
+        (log,) = access_lines(capfd.readouterr().out)
+        assert (log["status"], log["key"], log["tier"], log["team"]) == (401, "-", None, None)
+
 
 @pytest.mark.parametrize("answer", ["[1, 2]", '"text"', '{"usage": "lots", "choices": []}'])
 async def test_a_200_whose_json_is_odd_is_relayed_as_is_without_usage(
@@ -1044,6 +1071,9 @@ async def test_a_200_whose_json_is_odd_is_relayed_as_is_without_usage(
     ok = {"provider": "openai", "stream": "false", "status": "2xx"}
     assert samples(after, "gateway_requests_total", **ok) == samples(
         before, "gateway_requests_total", **ok) + 1  # fmt: skip
+    ttfb = {"provider": "openai", "stream": "false"}
+    assert samples(after, "gateway_time_to_first_byte_seconds_count", **ttfb) == samples(
+        before, "gateway_time_to_first_byte_seconds_count", **ttfb) + 1  # fmt: skip
 
 
 @pytest.mark.parametrize("asked", [False, True])
