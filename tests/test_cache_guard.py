@@ -375,8 +375,63 @@ READS = [  # a question, its words as the guard reads them, and its facts (the r
     ('kbs to mbs', 'kbs to mbs', {'units': ('kb', 'mb')}),
     ('gbs or tbs', 'gbs or tbs', {'units': ('gb', 'tb')}),
     ('q1 q2 q4', 'q1 q2 q4', {'dates': ('q1', 'q2', 'q4')}),
+    ('set my_var to 1,5 or two', 'set my var to 1,5 or 2', {'numbers': ('1,5', '2'), 'entities': ('my_var',)}),
+    ('twenty one of them', '21 of them', {'numbers': ('21',)}),
+    ('one thousand', '1000', {'numbers': ('1000',)}),
+    ('a thousand', '1000', {'numbers': ('1000',)}),
+    ('an hour and one', 'an hour and one', {'numbers': ('1',), 'units': ('h',), 'quantities': ('1 h',)}),
+    ('one', 'one', {}),
+    ('divided 3 ways', 'divided 3 ways', {'numbers': ('3',)}),
+    ('horse power 5', 'horse power 5', {'numbers': ('5',)}),
+    ('up 5 floors', 'up 5 floors', {'numbers': ('5',)}),
+    ('it may not rain', 'it may not rain', {'negations': 1}),
+    ('next week 5 km', 'next week 5 km', {'numbers': ('5',), 'dates': ('next:week',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('in the fall 5 km', 'in the fall 5 km', {'numbers': ('5',), 'dates': ('fall',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('fall 5 m', 'fall 5 m', {'numbers': ('5',), 'units': ('m',), 'quantities': ('5 m',)}),
+    ('daily 5 km', 'daily 5 km', {'numbers': ('1', '5'), 'units': ('day', 'km'), 'quantities': ('1 day', '5 km')}),
+    ('the second 5 km', 'the second 5 km', {'numbers': ('5',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('all 5 cats', 'all 5 cats', {'numbers': ('5',), 'quantifiers': ('all',)}),
+    ('10 pm 5 km', '10 pm 5 km', {'numbers': ('5',), 'dates': ('t10pm',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('the 1990s 5 km', 'the 1990 s 5 km', {'numbers': ('5',), 'dates': ('y1990s',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('in 1999 5 km', 'in 1999 5 km', {'numbers': ('5',), 'dates': ('y1999',), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('1990s music', '1990 s music', {'dates': ('y1990s',)}),
+    ('in 1000', 'in 1000', {'dates': ('y1000',)}),
+    ('in 2199', 'in 2199', {'dates': ('y2199',)}),
+    ('$5 daily', '$ 5 daily', {'numbers': ('5', '1'), 'units': ('day', 'usd'), 'quantities': ('1 day', '5 usd')}),
+    ('5 km 3 m', '5 km 3 m', {'numbers': ('5', '3'), 'units': ('km', 'm'), 'quantities': ('3 m', '5 km')}),
+    ('5 m', '5 m', {'numbers': ('5',), 'units': ('m',), 'quantities': ('5 m',)}),
+    ('5 sq m', '5 sq m', {'numbers': ('5',), 'units': ('sqm',), 'quantities': ('5 sqm',)}),
+    ('5 sq km 3 m', '5 sq km 3 m', {'numbers': ('5', '3'), 'units': ('m', 'sqkm'), 'quantities': ('3 m', '5 sqkm')}),
+    ('5 °C 3 m', '5 ° c 3 m', {'numbers': ('5', '3'), 'units': ('degc', 'm'), 'quantities': ('3 m', '5 degc')}),
+    ('5 degrees celsius 3 m', '5 degrees celsius 3 m', {'numbers': ('5', '3'), 'units': ('degc', 'm'), 'quantities': ('3 m', '5 degc')}),
+    ('5 km/h today', '5 km / h today', {'numbers': ('5',), 'dates': ('today',), 'units': ('km/h',), 'quantities': ('5 km/h',)}),
+    ('5 km/h 3 m', '5 km / h 3 m', {'numbers': ('5', '3'), 'units': ('km/h', 'm'), 'quantities': ('3 m', '5 km/h')}),
+    ('the ins and outs', 'the ins and outs', {}),
+    ('5 secs', '5 secs', {'numbers': ('5',), 'units': ('s',), 'quantities': ('5 s',)}),
+    ('call 0123456789 now', 'call 0123456789 now', {'numbers': ('0123456789',)}),
+    ('1,000 users', '1000 users', {'numbers': ('1000',)}),
+    ('3/4/2024', '3 / 4 / 2024', {'dates': ('3/4/2024',)}),
+    ('50/30/20', '50 / 30 / 20', {'numbers': ('50', '/', '30', '/', '20')}),
+    ('31/12/2024', '31 / 12 / 2024', {'dates': ('31/12/2024',)}),
+    ('32/1/2024', '32 / 1 / 2024', {'numbers': ('32', '/', '1', '/', '2024')}),
+    ('1/32/2024', '1 / 32 / 2024', {'numbers': ('1', '/', '32', '/', '2024')}),
+    ('13/13/2024', '13 / 13 / 2024', {'numbers': ('13', '/', '13', '/', '2024')}),
+    ('1/1/2024', '1 / 1 / 2024', {'dates': ('1/1/2024',)}),
+    ('12/12/2024', '12 / 12 / 2024', {'dates': ('12/12/2024',)}),
+    ('2024-03-04', '2024 - 03 - 04', {'dates': ('m3d4', 'y2024')}),
+    ('“hello   world” and \u2018hi there\u2019', 'hello world and hi there', {'quoted': ('hello world', 'hi there')}),
+    ("'a  b' and 'c'", 'a b and c', {'quoted': ('a b', 'c')}),
+    ('a -- b with my_var', 'a b with my var', {'entities': ('my_var',)}),
+    ('what?! my_var', 'what ? ! my var', {'entities': ('my_var',)}),
+    ('it\u2019s my_var', 'it my var', {'entities': ('my_var',)}),
+    ('Don\u2019t use my_var', 'do not use my var', {'negations': 1, 'entities': ('my_var',)}),
+    ('x.y -5', 'x y - 5', {'numbers': ('5',), 'entities': ('x.y',)}),
+    ('x = 10 for my_var', 'x = 10 for my var', {'numbers': ('10',), 'entities': ('my_var',)}),
+    ('what is 3.5 for my_var', 'what is 3.5 for my var', {'numbers': ('3.5',), 'entities': ('my_var',)}),
 ]  # fmt: skip
-FIELDS = ("numbers", "dates", "units", "quantities", "quantifiers", "negations", "entities")
+FIELDS = (
+    "numbers", "dates", "units", "quantities", "quantifiers", "negations", "entities", "quoted",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "read", "expected"), READS)
@@ -387,6 +442,14 @@ def test_what_the_reader_reads(text: str, read: str, expected: dict[str, object]
     assert " ".join(guard.words(text)) == read
     f = facts(text)
     assert {k: getattr(f, k) for k in FIELDS if getattr(f, k)} == expected
+
+
+def test_clock_times() -> None:
+    assert facts("10:30").dates == ("t10:30",)
+    assert facts("10:30 pm").dates == ("t10:30pm",)
+    assert facts("10:30 p.m.").dates == ("t10:30pm",)
+    assert facts("3:05 PM").dates == ("t3:05pm",)
+    assert facts("at 3:05").dates == ("t3:05",)
 
 
 def test_facts_json_round_trip() -> None:
