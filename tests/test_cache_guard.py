@@ -88,6 +88,9 @@ NEAR_MISSES = [
     # a negating prefix on a word of four letters; a name on one side only
     ("Is the water safe to drink?", "Is the water unsafe to drink?", "negation"),
     ("What is the capital of France?", "What is the capital?", "entity"),
+    # a word that only looks prefixed ("up-load", "in-dex") is no negation
+    ("How do I upload a file?", "How do I load a file?", "entity"),
+    ("How big is the index?", "How big is the table?", "entity"),
 ]  # fmt: skip
 
 
@@ -428,6 +431,36 @@ READS = [  # a question, its words as the guard reads them, and its facts (the r
     ('x.y -5', 'x y - 5', {'numbers': ('5',), 'entities': ('x.y',)}),
     ('x = 10 for my_var', 'x = 10 for my var', {'numbers': ('10',), 'entities': ('my_var',)}),
     ('what is 3.5 for my_var', 'what is 3.5 for my var', {'numbers': ('3.5',), 'entities': ('my_var',)}),
+    ('run with -X5 for my_var', 'run with x for my var', {'entities': ('-x5', 'my_var')}),
+    ('_private.x for my_var', 'private x for my var', {'entities': ('_private.x', 'my_var')}),
+    ('is Xbox good for my_var', 'is xbox good for my var', {'entities': ('my_var', 'xbox')}),
+    ('which one works', 'which one works', {}),
+    ('thousand reasons', '1000 reasons', {'numbers': ('1000',)}),
+    ('two hundred thousand', '200000', {'numbers': ('200000',)}),
+    ('one million two thousand', '1002000', {'numbers': ('1002000',)}),
+    ('five and apples', '5 and apples', {'numbers': ('5',)}),
+    ('give me twenty or a', 'give me 20 or a', {'numbers': ('20',)}),
+    ('100 million', '100000000', {'numbers': ('100000000',)}),
+    ('one or 100', 'one or 100', {'numbers': ('100',)}),
+    ('one came 3rd', '1 came 3', {'numbers': ('1', '3')}),
+    ('set my_var to two', 'set my var to 2', {'numbers': ('2',), 'entities': ('my_var',)}),
+    ('JS is fun', 'js is fun', {'entities': ('js',)}),
+    ('Paris Paris trip', 'paris paris trip', {'entities': ('paris',)}),
+    ('Yes. Bob knows', 'yes . bob knows', {}),
+    ('see x.y now.', 'see x y now .', {'entities': ('x.y',)}),
+    ('5 km/hour today', '5 km / hour today', {'numbers': ('5',), 'dates': ('today',), 'units': ('km/h',), 'quantities': ('5 km/h',)}),
+    ('say “hello” now', 'say hello now', {'quoted': ('hello',)}),
+    ('say \u2018hi there\u2019 now', 'say hi there now', {'quoted': ('hi there',)}),
+    ('1/31/2024', '1 / 31 / 2024', {'dates': ('1/31/2024',)}),
+    ('$5.50', '$ 5.50', {'numbers': ('5.50',), 'units': ('usd',), 'quantities': ('5.50 usd',)}),
+    ('2 apples times 4', '2 apples times 4', {'numbers': ('2', '4')}),
+    ('2.5 times 4', '2.5 times 4', {'numbers': ('2.5', '*', '4')}),
+    ('2 is the power of 4', '2 is the power of 4', {'numbers': ('2', '4')}),
+    ('up to 2.5 km', 'up to 2.5 km', {'numbers': ('2.5',), 'units': ('km',), 'quantities': ('2.5 km',), 'quantifiers': ('<=',)}),
+    ('March 2024 5 km', 'march 2024 5 km', {'numbers': ('5',), 'dates': ('m3', 'y2024'), 'units': ('km',), 'quantities': ('5 km',)}),
+    ('may we come in', 'may we come in', {}),
+    ('every other cat', 'every other cat', {'quantifiers': ('all',)}),
+    ('every 1.5 hours', 'every 1.5 hours', {'numbers': ('1.5',), 'units': ('h',), 'quantities': ('1.5 h',)}),
 ]  # fmt: skip
 FIELDS = (
     "numbers", "dates", "units", "quantities", "quantifiers", "negations", "entities", "quoted",
@@ -450,6 +483,7 @@ def test_clock_times() -> None:
     assert facts("10:30 p.m.").dates == ("t10:30pm",)
     assert facts("3:05 PM").dates == ("t3:05pm",)
     assert facts("at 3:05").dates == ("t3:05",)
+    assert facts("meet at 3:05").content == facts("meet at").content  # no words left behind
 
 
 def test_facts_json_round_trip() -> None:
