@@ -461,6 +461,7 @@ READS = [  # a question, its words as the guard reads them, and its facts (the r
     ('may we come in', 'may we come in', {}),
     ('every other cat', 'every other cat', {'quantifiers': ('all',)}),
     ('every 1.5 hours', 'every 1.5 hours', {'numbers': ('1.5',), 'units': ('h',), 'quantities': ('1.5 h',)}),
+    ('2 times 2.5', '2 times 2.5', {'numbers': ('2', '*', '2.5')}),
 ]  # fmt: skip
 FIELDS = (
     "numbers", "dates", "units", "quantities", "quantifiers", "negations", "entities", "quoted",
