@@ -462,6 +462,7 @@ READS = [  # a question, its words as the guard reads them, and its facts (the r
     ('every other cat', 'every other cat', {'quantifiers': ('all',)}),
     ('every 1.5 hours', 'every 1.5 hours', {'numbers': ('1.5',), 'units': ('h',), 'quantities': ('1.5 h',)}),
     ('2 times 2.5', '2 times 2.5', {'numbers': ('2', '*', '2.5')}),
+    ('Hi. see x.y now.', 'hi . see x y now .', {'entities': ('x.y',)}),
 ]  # fmt: skip
 FIELDS = (
     "numbers", "dates", "units", "quantities", "quantifiers", "negations", "entities", "quoted",
