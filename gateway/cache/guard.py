@@ -323,7 +323,6 @@ _SENTENCE_DOT = re.compile(r"\.(?!\d)")
 _DIGIT_LETTER = re.compile(r"\d[^\W\d_]")
 _DIGIT_LETTER_SPLIT = re.compile(r"(?<=\d)(?=[^\W\d_])")
 _SUBWORD = re.compile(r"[^\W\d_]+")
-_GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Comparators read at "than": "more than", "fewer than"; "no more than" is "<=".
 _COMPARE_THAN = {
@@ -406,12 +405,6 @@ _CONTRACTED = frozenset(_CONTRACTION_WORDS)
 
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-def _plain_number(text: str) -> str:
-    if "," in text and _GROUPED.fullmatch(text):
-        return text.replace(",", "")
-    return text
 
 
 _Token = tuple[tuple[str, ...], str | None]
@@ -515,7 +508,7 @@ def _numbers_in_words(words: list[str]) -> list[str]:
     while i < n:
         w = words[i]
         if w[:1].isdecimal():
-            value = _plain_number(w)
+            value = w  # group commas are gone: _split removed them
             # "100 million", "1.5 billion"
             if i + 1 < n and words[i + 1] in _SCALES and _NUMBER.fullmatch(value):
                 value = _format_number(float(value) * _SCALES[words[i + 1]])
@@ -870,7 +863,6 @@ class _Reader:
             if self.at(i, -2) in ("no", "not"):
                 op = "<=" if op == ">" else ">="
             self.quantifiers.append(op)
-            i - 1 + 2
         return i + 1
 
     def least(self, i: int) -> int:
