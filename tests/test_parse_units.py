@@ -158,3 +158,21 @@ async def test_a_name_is_auto_only_when_unknown_and_the_config_says_so(
         via = await c.post("/chat/completions", json={
             "model": "auto", "messages": [{"role": "user", "content": "a"}]})  # fmt: skip
         assert via.headers["x-gateway-route-rule"] == "default"
+
+
+async def test_an_embeddings_request_has_no_needs(
+    fake_upstream: FakeUpstream, dead_port: int
+) -> None:
+    """Fields that would need a capability of a chat model mean nothing to embeddings:
+    `local` (no json_schema) still serves it."""
+    body = {"model": "local", "input": "marker-en",
+            "response_format": {"type": "json_schema"}, "tools": [{"type": "function"}]}  # fmt: skip
+    async with serving(config_text(fake_upstream, dead_port)) as c:
+        via = await c.post("/embeddings", json=body)
+        assert via.status_code == 200, via.text
+        assert via.headers["x-gateway-route-rule"] == "explicit"
+        assert via.headers["x-gateway-provider"] == "ollama"
+        chat = {"model": "local", "messages": [{"role": "user", "content": "marker-cn"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}  # fmt: skip
+        via = await c.post("/chat/completions", json=chat)
+        assert via.headers["x-gateway-route-rule"] == "capability"  # a chat request does
