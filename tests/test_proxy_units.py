@@ -1066,7 +1066,6 @@ async def test_a_200_whose_json_is_odd_is_relayed_as_is_without_usage(
     assert (via.status_code, via.text) == (200, answer)
     assert via.headers["content-type"] == "application/json"
     assert via.headers["x-gateway-provider"] == "openai"
-    assert via.headers["x-gateway-cost-usd"] == "0"  # no usage, no tokens
     assert samples(after, "gateway_tokens_total") == samples(before, "gateway_tokens_total")
     ok = {"provider": "openai", "stream": "false", "status": "2xx"}
     assert samples(after, "gateway_requests_total", **ok) == samples(
