@@ -49,6 +49,16 @@ class Pricing:
             (prompt * price.input_per_1m + completion * price.output_per_1m) * usd_per_token_nano
         )
 
+    def known_cost_nano(
+        self, provider: str, model: str, usage: dict[str, Any] | None
+    ) -> int | None:
+        """What a response cost, when that is known: its usage priced, 0 on a local
+        provider; None when the model has no price or a priced model sent no usage (the
+        limits stage then bills the estimate)."""
+        if not usage and self.price(provider, model) is not _FREE:
+            return None
+        return self.cost_nano(provider, model, usage)
+
 
 def token_count(value: Any) -> int:
     """A usage field as a count: anything but a positive integer is 0."""

@@ -271,6 +271,12 @@ class ProxyEndpoint:
             await upstream.aclose()
             provider.breaker.record(failed, why)
 
+    def _price(self, ctx: RequestContext) -> None:
+        """The cost for `x-gateway-cost-usd`, when it is known from the answer's usage."""
+        nano = self.gateway.pricing.known_cost_nano(ctx.provider, ctx.model, ctx.usage)
+        if nano is not None:
+            ctx.cost_usd = nano / NANO
+
     def _response_headers(
         self, ctx: RequestContext, upstream: httpx.Response, default_type: bytes
     ) -> list[tuple[bytes, bytes]]:
@@ -290,9 +296,7 @@ class ProxyEndpoint:
             body = restore_body(body, ctx.placeholders)
         usage = data.get("usage") if isinstance(data, dict) else None
         ctx.usage = usage if isinstance(usage, dict) else None
-        nano = self.gateway.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
-        if nano is not None:
-            ctx.cost_usd = nano / NANO
+        self._price(ctx)
         headers = self._response_headers(ctx, upstream, b"application/json")
         ctx.status = upstream.status_code
         ctx.first_byte_at = time.perf_counter()

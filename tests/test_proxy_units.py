@@ -677,6 +677,12 @@ async def test_the_cost_of_a_response(client: httpx.AsyncClient) -> None:
     assert via.headers["x-gateway-cost-usd"] == "0"  # a local provider costs nothing
     via = await chat(client, "gpt-4o-mini", "hi", stream=True)
     assert "x-gateway-cost-usd" not in via.headers  # a stream's usage comes after its head
+    no_usage = {"status": 200, "error_body": '{"choices": []}'}
+    via = await chat(client, "gpt-4o-mini", "hi", fake=no_usage)
+    assert via.status_code == 200
+    assert "x-gateway-cost-usd" not in via.headers  # priced, no usage: the cost is not known
+    via = await chat(client, "local", "hi", fake=no_usage)
+    assert via.headers["x-gateway-cost-usd"] == "0"  # local: free whatever it reports
 
 
 async def test_a_kept_local_request_whose_local_provider_is_down_is_503_kept_local(

@@ -38,7 +38,6 @@ from gateway.responses.store import ResponseStore, StoreUnavailable, encode
 from gateway.responses.stream import ResponseStream
 from gateway.responses.turn import Turn, read_record
 from gateway.restore import RestoringStream, restore_body
-from gateway.stores import NANO
 
 if TYPE_CHECKING:
     from gateway.providers import Provider
@@ -212,11 +211,6 @@ class ResponsesEndpoint(ProxyEndpoint):
             ctx.error_code = ctx.error_code or "upstream_error"  # the breaker counts it
         elif recorder is not None:
             ctx.cache_answer = recorder.answer()
-
-    def _price(self, ctx: RequestContext) -> None:
-        nano = self.gateway.pricing.cost_nano(ctx.provider, ctx.model, ctx.usage)
-        if nano is not None:
-            ctx.cost_usd = nano / NANO
 
     # ----------------------------------------------------------------- cache hits
 
