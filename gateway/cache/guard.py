@@ -880,7 +880,7 @@ class _Reader:
         """A month, with the day after or before it ("March 3rd", "3 March") and the year."""
         words = self.words
         w = words[i]
-        if w == "may" and not _may_is_month(words, i, self.capitalized):
+        if w == "may" and not _may_is_month(words, i):
             return i + 1
         month = _MONTHS[w]
         j = i + 1
@@ -1100,11 +1100,12 @@ def _numbers(unique: set[str]) -> list[str]:
     return found
 
 
-def _may_is_month(words: list[str], i: int, capitalized: set[str]) -> bool:
-    """'may' is the month next to a number, after 'in'/'of'/'early'..., or capitalized."""
+def _may_is_month(words: list[str], i: int) -> bool:
+    """'may' is the month next to a number or after 'in'/'of'/'early'...; a capital alone
+    says nothing ("May I ...", and stop words are never read as names)."""
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    return nxt[:1].isdecimal() or prev[:1].isdecimal() or prev in _YEAR_CUES or "may" in capitalized
+    return nxt[:1].isdecimal() or prev[:1].isdecimal() or prev in _YEAR_CUES
 
 
 def _counts_as_quantifier(word: str, prev: str, nxt: str) -> bool:
