@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.chain import complexity_settings
+from gateway.catalog import ModelCatalog
+from gateway.chain import complexity_settings, decision_stages
 from gateway.chain.complexity import ComplexityStage
 from gateway.complexity import FACTORS, ComplexityScorer
 from gateway.config import parse_config
@@ -117,3 +118,17 @@ async def test_the_config_reaches_the_scorer() -> None:
     two = await s.run(chat("Explain and compare."))
     assert two.complexity == pytest.approx(0.2 + 0.5 * two.complexity_factors["sentences"]
                                            + 0.3 * two.complexity_factors["length"])  # fmt: skip
+
+
+async def test_the_gateway_builds_its_complexity_stage_from_the_config() -> None:
+    """`decision_stages`, as the app and `gateway explain` call it, hands the configured
+    threshold, weights and extra terms to the scorer."""
+    text = PROVIDERS + "complexity: {threshold: 0.3, extra_terms: [kubernetes]}\n"
+    config = parse_config(text, env={})
+    stages = decision_stages(config, ModelCatalog.from_config(config), Metrics())
+    (stage,) = [s for s in stages if isinstance(s, ComplexityStage)]
+    assert stage.scorer.threshold == 0.3
+    ctx = RequestContext("r", "chat", "/chat/completions", [], 0.0, body=chat("Kubernetes?"))
+    ctx.as_auto = True
+    await stage(ctx)
+    assert ctx.complexity_factors is not None and ctx.complexity_factors["terms"] > 0.0
