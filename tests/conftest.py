@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,3 +232,28 @@ def _local_llm_alive(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def client_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    text: str, base_url: str = "http://gateway.test", headers: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app `create_app` builds from config `text`, in this process, with its lifespan
+    run by hand (httpx.ASGITransport does not run it), and a client for it. Built inside
+    the test, so that mutation testing runs the mutated code (docs/TESTING.md)."""
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    app = create_app(parse_config(text, env={}))
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers) as c:
+        yield c
+    await inbox.put({"type": "lifespan.shutdown"})
+    assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+    await task

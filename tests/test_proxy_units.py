@@ -5,7 +5,6 @@ fast enough for mutation testing (docs/TESTING.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -17,10 +16,8 @@ import pytest
 import pytest_asyncio
 
 from bench.procs import free_port
-from gateway.app import create_app
 from gateway.chain.router import forced_by_env
-from gateway.config import parse_config
-from tests.conftest import UPSTREAM_KEY, FakeUpstream
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, in_process
 
 _VOLATILE = re.compile(rb'"(id|created)":("[^"]*"|\d+)')
 EMAIL = "jane.doe@example.com"
@@ -102,24 +99,9 @@ def dead_port() -> int:
     return free_port()
 
 
-@contextlib.asynccontextmanager
-async def serving(text: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app of config `text`, with its lifespan run by hand (httpx.ASGITransport does
-    not run it), and a client with the open key."""
-    app = create_app(parse_config(text, env={}))
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
-    assert (await outbox.get())["type"] == "lifespan.startup.complete"
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    auth = {"authorization": f"Bearer {OPEN_KEY}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw/v1", headers=auth) as c:
-        yield c
-    await inbox.put({"type": "lifespan.shutdown"})
-    assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
-    await task
+def serving(text: str) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The app of config `text` in this process, and a client with the open key."""
+    return in_process(text, "http://gw/v1", {"authorization": f"Bearer {OPEN_KEY}"})
 
 
 # One app for the module (on the session's loop): building one costs 0.5 s of TLS contexts.

@@ -10,8 +10,6 @@ mutation run of gateway/responses/* (docs/TESTING.md) has in-process tests to ru
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import time
@@ -57,7 +55,7 @@ from gateway.responses.store import (
 )
 from gateway.responses.stream import ResponseStream
 from gateway.responses.turn import ConversationStage, read_record, tenant_of
-from tests.conftest import UPSTREAM_KEY, FakeUpstream, redis_or_skip
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, in_process, redis_or_skip
 
 EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CREATED = 1_767_000_000
@@ -2276,25 +2274,7 @@ def upstream_config(fake: FakeUpstream, extra: str = "cache: {enabled: false}") 
     )
 
 
-@contextlib.asynccontextmanager
-async def serving(text: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app of config `text` with its lifespan run (httpx.ASGITransport does not)."""
-    from gateway.app import create_app
-    from gateway.config import parse_config
-
-    app = create_app(parse_config(text, {}))
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await inbox.put({"type": "lifespan.startup"})
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))  # type: ignore[arg-type]
-    assert (await outbox.get())["type"] == "lifespan.startup.complete"
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-        yield client
-    await inbox.put({"type": "lifespan.shutdown"})
-    assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
-    await task
+serving = in_process  # the app of a config, in this process, with its lifespan run
 
 
 def cost_of(mode: str, usage: dict[str, Any]) -> float:
