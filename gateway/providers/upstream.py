@@ -19,6 +19,8 @@ import yarl
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
+from gateway.config import Timeouts
+
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
 
 
@@ -31,11 +33,10 @@ class UpstreamStream(AiohttpResponseStream):
 
 
 class AiohttpUpstream(AiohttpTransport):
-    def __init__(self, timeouts: Any, **kwargs: Any) -> None:
+    def __init__(self, timeouts: Timeouts, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        t = timeouts  # the provider's TimeoutsConfig
         self._timeout = aiohttp.ClientTimeout(
-            sock_connect=t.connect, sock_read=t.read, connect=t.pool
+            sock_connect=timeouts.connect, sock_read=timeouts.read, connect=timeouts.pool
         )
         self._urls: dict[str, yarl.URL] = {}
 
